@@ -1,0 +1,30 @@
+"""hpt-jupyter: notebook-native hyperparameter tuning.
+
+``%load_ext hpt_jupyter`` gives the ``%%tune`` cell magic; ``from hpt_jupyter import tune,
+start`` gives the same from plain Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .api import optimize, start
+from .cell import CompiledCell, compile_cell
+from .errors import TuneError
+from .run import Event, Run
+from .space import tune
+
+__all__ = ["tune", "start", "optimize", "compile_cell", "CompiledCell", "Run", "Event", "TuneError"]
+__version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .magic import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .magic import unload
+
+    unload(ipython)

@@ -1,0 +1,162 @@
+"""The plain Python API: everything ``%%tune`` does is a call here."""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from typing import Any, Callable, Iterator, Sequence, TextIO
+
+import optuna
+from optuna.samplers import BaseSampler
+
+from .cell import CompiledCell
+from .errors import TuneError
+from .report import TextReporter
+from .run import Run
+from .samplers import make_sampler
+from .space import tune
+from .storage import fail_orphaned_trials, resolve_storage, this_owner
+
+DEFAULT_TRIALS = 20
+DIRECTIONS = ("minimize", "maximize")
+MODES = ("auto", "resume", "fresh")
+
+
+def check_options(n_trials: Any, timeout: Any, directions: Sequence[str], max_failures: Any,
+                  target: Any, seed: Any, mode: str) -> None:
+    """One message per mistake, before any study is touched."""
+    if n_trials is not None and (not isinstance(n_trials, numbers.Integral) or n_trials < 1):
+        raise TuneError(f"-n/--n-trials must be a positive whole number, got {n_trials!r}.")
+    if timeout is not None and (not isinstance(timeout, numbers.Real) or timeout <= 0):
+        raise TuneError(f"--timeout must be a positive number of seconds, got {timeout!r}.")
+    if not directions:
+        raise TuneError("--direction needs at least one of: minimize, maximize.")
+    for direction in directions:
+        if direction not in DIRECTIONS:
+            raise TuneError(f"--direction {direction!r} is not one of: minimize, maximize.")
+    if max_failures is not None and (not isinstance(max_failures, numbers.Integral) or max_failures < 0):
+        raise TuneError(f"--max-failures must be a whole number >= 0 (0: never stop), got {max_failures!r}.")
+    if target is not None and not isinstance(target, numbers.Real):
+        raise TuneError(f"--target must be a number, got {target!r}.")
+    if seed is not None and not isinstance(seed, numbers.Integral):
+        raise TuneError(f"--seed must be a whole number, got {seed!r}.")
+    if mode not in MODES:
+        raise TuneError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def open_study(name: str, storage_spec: str | None, directions: list[str], sampler: BaseSampler,
+               mode: str, directory: str | None = None) -> tuple[optuna.Study, str, bool]:
+    """``(study, what happened, persistent)``: created, resumed or started over."""
+    storage, where, persistent = resolve_storage(storage_spec, directory)
+    try:
+        storage.get_study_id_from_name(name)
+        exists = True
+    except KeyError:
+        exists = False
+    opened = f"new study in {where}"
+    if exists and mode == "fresh":
+        stored = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+        optuna.delete_study(study_name=name, storage=storage)
+        exists = False
+        opened = f"started over in {where} (--fresh deleted {stored} stored trials)"
+    elif not exists and mode == "resume":
+        opened = f"nothing stored as '{name}' to resume: new study in {where}"
+    with _quiet_optuna():  # our own start line says what happened
+        if not exists:
+            study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions)
+            return study, opened, persistent
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    stored_directions = [d.name.lower() for d in study.directions]
+    if stored_directions != directions:
+        raise TuneError(
+            f"The stored study '{name}' was created with --direction {' '.join(stored_directions)}, but this "
+            f"asks for {' '.join(directions)}. Use --fresh to start it over, or --name for a new study."
+        )
+    orphans = fail_orphaned_trials(study) if persistent else []
+    stored = len(study.get_trials(deepcopy=False))
+    opened = f"resumed from {where} ({stored} stored trials"
+    if orphans:
+        opened += f"; trial {', '.join(map(str, orphans))} was cut off by a kernel restart: marked failed"
+    opened += ")"
+    return study, opened, persistent
+
+
+def start(
+    objective: Callable[..., Any] | CompiledCell,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    direction: str | Sequence[str] = "minimize",
+    sampler: str | BaseSampler = "auto",
+    seed: int | None = None,
+    name: str | None = None,
+    storage: str | None = None,
+    mode: str = "auto",
+    target: float | None = None,
+    max_failures: int | None = 5,
+    search_space: dict[str, list] | None = None,
+    report: bool = True,
+    stream: TextIO | None = None,
+    directory: str | None = None,
+) -> Run:
+    """Start tuning ``objective`` in a background thread and return its :class:`Run`.
+
+    ``objective`` is ``def objective(trial)`` (Optuna style), a zero-argument callable that
+    declares knobs with ``tune.float/int/choice``, or a compiled cell. ``n_trials`` is the
+    study's total: a resumed study with 12 stored trials and ``n_trials=40`` runs 28 more.
+    ``mode`` is "auto" (resume a stored study of that name, else create it), "resume" or
+    "fresh" (delete the stored study first). ``storage`` is None (the embedded journal file
+    ``hpt_studies.journal`` in ``directory``, default the working directory), "memory", a
+    database URL, or a file path.
+    """
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    check_options(n_trials, timeout, directions, max_failures, target, seed, mode)
+    cell = objective if isinstance(objective, CompiledCell) else None
+    function = cell.objective if cell is not None else objective
+    if not callable(function):
+        raise TuneError(f"objective must be a function, got {type(objective).__name__}.")
+    if name is None:
+        extra = "|".join(directions)
+        name = cell.default_name(extra) if cell is not None else getattr(objective, "__name__", "objective")
+    running = tune.runs.get(name)
+    if running is not None and running.is_alive:
+        raise TuneError(
+            f"The study '{name}' is still running ({running.progress()}): stop it first with "
+            f"%tune stop {name} (or run.stop()), or wait for it with %tune wait {name}."
+        )
+    if isinstance(sampler, BaseSampler):
+        sampler_object, sampler_name = sampler, type(sampler).__name__
+    else:
+        def grid() -> dict[str, list]:
+            if search_space is not None:
+                return search_space
+            if cell is None:
+                raise TuneError("--sampler grid needs the search space up front: pass search_space={...}.")
+            return cell.grid_space()
+
+        sampler_object, sampler_name = make_sampler(sampler, seed, len(directions), grid)
+    if n_trials is None and timeout is None and not isinstance(sampler_object, optuna.samplers.GridSampler):
+        n_trials = DEFAULT_TRIALS
+    study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory)
+    run = Run(function, study, name=name, n_trials=n_trials, timeout=timeout, target=target,
+              max_failures=max_failures, cell=cell, owner=this_owner() if persistent else None,
+              opened=opened, sampler_name=sampler_name)
+    tune._register(run)
+    if report:
+        TextReporter(run, stream=stream)
+    return run.start()
+
+
+def optimize(objective: Callable[..., Any] | CompiledCell, **options: Any) -> Run:
+    """:func:`start`, then wait for the end (an interrupt stops the search gracefully)."""
+    return start(objective, **options).wait()

@@ -1,0 +1,378 @@
+"""``%%tune`` and ``%tune``: a thin IPython front over :mod:`hpt_jupyter.api`.
+
+Also the coordinator that keeps the namespace consistent: best values are injected only
+between cells, and a cell that uses a tuned name waits for its study first, so "Run All"
+and ``jupyter nbconvert --execute`` give the same results as running cells by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import keyword
+import re
+import shlex
+import threading
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from .api import DEFAULT_TRIALS, start
+from .cell import compile_cell
+from .errors import TuneError
+from .report import best_trials_table
+from .run import FINAL_STATES, Run
+from .samplers import SAMPLERS
+from .space import tune
+from .storage import describe_default, resolve_storage, study_names
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Touching these on a run object does not need the study's final result.
+_CONTROL_ATTRIBUTES = {"stop", "pause", "resume", "extend", "wait", "state", "name", "progress", "status",
+                       "subscribe", "budget", "elapsed", "is_alive", "n_finished", "n_complete", "n_failed",
+                       "failure", "failures", "reason"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage and exit the kernel
+        raise TuneError(f"%%tune: {message}. See %%tune? for the options.")
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="%%tune", add_help=False, allow_abbrev=False,
+                description="Tune the cell: it becomes the objective, its last expression the score.")
+    p.add_argument("-n", "--n-trials", type=int, metavar="N",
+                   help=f"the study's total number of trials (default {DEFAULT_TRIALS}; a resumed "
+                        "study counts its stored trials)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
+    p.add_argument("--direction", nargs="+", default=["minimize"], metavar="{minimize,maximize}",
+                   help="one per score; several make the study multi-objective (default minimize)")
+    p.add_argument("--sampler", default="auto", choices=SAMPLERS,
+                   help="Optuna's sampler of that name with Optuna's defaults; auto: TPE, or NSGA-II "
+                        "for several objectives")
+    p.add_argument("--seed", type=int, help="seed of the sampler: same seed, same trials")
+    p.add_argument("--name", help="study name (default: the knobs' names and a hash of the space)")
+    p.add_argument("--storage", metavar="URL",
+                   help="memory, a database URL (sqlite:///x.db, postgresql://...), or a .journal/.db "
+                        "file (default: hpt_studies.journal next to the notebook)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_const", dest="mode", const="resume",
+                      help="continue the stored study of this name (the default when it exists)")
+    mode.add_argument("--fresh", action="store_const", dest="mode", const="fresh",
+                      help="delete the stored study of this name and start over")
+    p.add_argument("--target", type=float, metavar="VALUE", help="stop once the best score reaches VALUE")
+    p.add_argument("--max-failures", type=int, default=5, metavar="N",
+                   help="stop after N failed trials in a row (default 5; 0: never)")
+    p.add_argument("--refit", action="store_true",
+                   help="run the cell once more with the best values, so `model` etc. are the best ones")
+    p.add_argument("--no-inject", action="store_true", help="leave the namespace alone when the study ends")
+    p.add_argument("--quiet", action="store_true", help="print nothing while the study runs")
+    return p
+
+
+PARSER = _parser()
+
+LINE_COMMANDS = """\
+Line magic (NAME defaults to the latest study):
+  %tune list              studies of this kernel and of the default store
+  %tune status [NAME]     state, progress, best trials
+  %tune stop [NAME]       stop after the running trial; the best so far is injected
+  %tune pause [NAME]      start no new trial until resume
+  %tune resume [NAME]
+  %tune more N [NAME]     add N trials to the budget (restarts a finished study)
+  %tune wait [NAME]       block until the study ends (interrupt: stop it gracefully)
+"""
+
+EXAMPLE = """\
+Example:
+  %%tune -n 40 --direction maximize --seed 0
+  C = tune.float(1e-3, 1e3, log=True)
+  kernel = tune.choice(["rbf", "poly", "linear"])
+  gamma = tune.float(1e-4, 1.0, log=True) if kernel != "linear" else "scale"
+  model = SVC(C=C, kernel=kernel, gamma=gamma)
+  cross_val_score(model, X, y, cv=3).mean()      # the last expression is the score
+
+The cell returns at once; the study runs in the background and its progress prints under
+the cell. When it ends, C, kernel and gamma hold the best trial's values. A later cell that
+uses them waits for the study first. Knobs: tune.float(low, high, *, log=False, step=None),
+tune.int(low, high, *, log=False, step=1), tune.choice(options); a knob is named by its
+assignment target, by the keyword it is passed to, or by name=. tune.runs[NAME] and
+tune.last are the run objects (.best_params, .best_value, .study, .trials_dataframe()).
+"""
+
+
+class Coordinator:
+    """Injects best values between cells and makes cells that need them wait."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self._lock = threading.Lock()
+        self._executing = False
+        self._pending: list[Run] = []
+        self.watched: dict[str, tuple[Run, bool, bool]] = {}  # name -> (run, inject, refit)
+
+    # -- IPython events --
+    def pre_execute(self) -> None:
+        with self._lock:
+            self._executing = True
+
+    def post_execute(self) -> None:
+        with self._lock:
+            self._executing = False
+            self._inject_pending()
+
+    def pre_run_cell(self, info: Any) -> None:
+        try:
+            self._wait_for_needed_runs(info.raw_cell)
+        except KeyboardInterrupt:
+            print("Stopped waiting; the study stops after its running trial.", flush=True)
+        with self._lock:
+            self._inject_pending()
+
+    # -- runs --
+    def watch(self, run: Run, inject: bool, refit: bool) -> None:
+        self.watched[run.name] = (run, inject, refit)
+        run.subscribe(lambda event: self._on_finished(run) if event.kind == "finished" else None)
+
+    def _on_finished(self, run: Run) -> None:  # the run's thread
+        with self._lock:
+            if self._executing:
+                self._pending.append(run)
+            else:
+                self._inject(run)
+
+    def inject_now(self, run: Run) -> None:
+        """After ``%tune wait``: the waiting cell may use the values on its next line."""
+        with self._lock:
+            if run in self._pending:
+                self._pending.remove(run)
+                self._inject(run)
+
+    def _inject_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for run in pending:
+            self._inject(run)
+
+    def _inject(self, run: Run) -> None:
+        _, inject, refit = self.watched.get(run.name, (run, False, False))
+        if not inject and not refit:
+            return
+        trial = run.best_trial
+        if trial is None:
+            print(f"'{run.name}': no trial completed, so nothing was injected.", flush=True)
+            return
+        values = {k: v for k, v in run.best_assignments().items() if k.isidentifier() and not keyword.iskeyword(k)}
+        if inject:
+            self.shell.user_ns.update(values)
+        score = f"values {trial.values}" if run.is_multi_objective else f"value {trial.value:.6g}"
+        shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        message = f"'{run.name}' best: trial {trial.number}, {score}. "
+        message += f"Injected {shown}." if inject else "Not injected (--no-inject)."
+        if refit and run.cell is not None:
+            try:
+                run.cell.refit(run.best_params)
+                message += " Refit: the cell ran once more with these values."
+            except Exception as error:  # noqa: BLE001 - report, keep the injected values
+                message += f" Refit failed: {type(error).__name__}: {error}"
+        print(message, flush=True)
+
+    def _names_to_wait_for(self, run: Run, inject: bool, refit: bool) -> set[str]:
+        names: set[str] = set()
+        if inject:
+            names.update(run.cell.param_names if run.cell is not None else ())
+            names.update(run.space)
+        if refit and run.cell is not None:
+            names.update(run.cell.assigned_names)
+        return names
+
+    def _wait_for_needed_runs(self, raw_cell: str) -> None:
+        active = [entry for entry in self.watched.values() if entry[0].is_alive]
+        if not active or raw_cell.lstrip().startswith("%%tune"):
+            return
+        used, uses_result = names_used(self.shell, raw_cell)
+        for run, inject, refit in active:
+            needed = sorted(self._names_to_wait_for(run, inject, refit) & used)
+            if not needed and not uses_result:
+                continue
+            reason = ", ".join(needed) if needed else "the run's result"
+            print(f"Waiting for '{run.name}' ({run.progress()}) because this cell uses {reason}; "
+                  "interrupt to stop it early and use the best so far.", flush=True)
+            run.wait()
+
+
+def _is_run_object(node: ast.AST) -> bool:
+    """``tune.last`` or ``tune.runs[...]``."""
+    if isinstance(node, ast.Subscript):
+        node = node.value
+        attr = "runs"
+    else:
+        attr = "last"
+    return (isinstance(node, ast.Attribute) and node.attr == attr
+            and isinstance(node.value, ast.Name) and node.value.id == "tune")
+
+
+def names_used(shell: Any, raw_cell: str) -> tuple[set[str], bool]:
+    """Names a cell reads or writes (also inside line magics such as ``%timeit f(C)``), and
+    whether it reads a run object's result (``tune.last.best_params``)."""
+    try:
+        tree = ast.parse(shell.transform_cell(raw_cell))
+    except Exception:  # noqa: BLE001 - a cell that does not parse waits for nothing
+        return set(), False
+    names: set[str] = set()
+    uses_result = False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            if _is_run_object(node.value) and node.attr not in _CONTROL_ATTRIBUTES:
+                uses_result = True
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("run_line_magic", "run_cell_magic") and node.args
+              and isinstance(node.args[0], ast.Constant) and node.args[0].value != "tune"):
+            for arg in node.args[1:]:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    names.update(_IDENTIFIER.findall(arg.value))
+    return names, uses_result
+
+
+def _blank_prefix(text: str) -> int:
+    count = 0
+    for line in text.splitlines():
+        if line.strip():
+            break
+        count += 1
+    return count
+
+
+@magics_class
+class TuneMagics(Magics):
+    def __init__(self, shell: Any, coordinator: Coordinator) -> None:
+        super().__init__(shell)
+        self.coordinator = coordinator
+
+    @line_cell_magic
+    def tune(self, line: str, cell: str | None = None) -> None:
+        try:
+            if cell is None:
+                self._line(line)
+            else:
+                self._cell(line, cell)
+        except TuneError as error:
+            raise UsageError(str(error)) from None
+
+    def _cell(self, line: str, cell: str) -> None:
+        try:
+            words = shlex.split(line)
+        except ValueError as error:  # unbalanced quotes
+            raise TuneError(f"%%tune: cannot read the options ({error}).") from None
+        args = PARSER.parse_args(words)
+        if args.max_failures is not None and args.max_failures < 0:
+            raise TuneError(f"--max-failures must be >= 0 (0: never stop), got {args.max_failures}.")
+        shell = self.shell
+        transformed = shell.transform_cell(cell)
+        # IPython drops leading blank lines; keep line numbers those the user sees.
+        first_line = 2 + _blank_prefix(cell) - _blank_prefix(transformed)
+        compiled = compile_cell(
+            cell, shell.user_ns, filename=f"<tune cell In[{shell.execution_count}]>",
+            source=f"%%tune {line}\n{cell}", first_line=first_line, transform=lambda _: transformed,
+        )
+        run = start(
+            compiled, n_trials=args.n_trials, timeout=args.timeout, direction=args.direction,
+            sampler=args.sampler, seed=args.seed, name=args.name, storage=args.storage,
+            mode=args.mode or "auto", target=args.target, max_failures=args.max_failures or None,
+            report=not args.quiet,
+        )
+        self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
+        if not run.is_alive and run.state in FINAL_STATES:
+            self.coordinator._on_finished(run)  # already finished: injected after this cell
+
+    def _run_named(self, name: str | None) -> Run:
+        if name is None:
+            if tune.last is None:
+                raise TuneError("No study has run in this kernel yet; run a %%tune cell first.")
+            return tune.last
+        if name not in tune.runs:
+            known = ", ".join(tune.runs) or "none"
+            raise TuneError(f"No study named '{name}' in this kernel (known: {known}); see %tune list.")
+        return tune.runs[name]
+
+    def _line(self, line: str) -> None:
+        words = shlex.split(line)
+        if not words:
+            raise TuneError("%tune needs a command: list, status, stop, pause, resume, more N, wait. See %tune?.")
+        command, rest = words[0], words[1:]
+        if command == "list":
+            print(self._list())
+            return
+        if command == "more":
+            if not rest or not rest[0].isdigit() or int(rest[0]) < 1:
+                raise TuneError("%tune more N [NAME]: N must be a positive whole number, e.g. %tune more 20.")
+            run = self._run_named(rest[1] if len(rest) > 1 else None)
+            run.extend(int(rest[0]))
+            return
+        if command not in ("status", "stop", "pause", "resume", "wait"):
+            raise TuneError(f"%tune {command}: unknown command; use list, status, stop, pause, resume, more N, wait.")
+        if len(rest) > 1:
+            raise TuneError(f"%tune {command} takes at most one study name, got {' '.join(rest)}.")
+        run = self._run_named(rest[0] if rest else None)
+        if command == "status":
+            print(run.status())
+            if run.n_complete:
+                print(best_trials_table(run))
+            for number, message in run.failures[-3:]:
+                print(f"  trial {number} failed: {message}")
+        elif command == "stop":
+            run.stop()
+            print(f"Stopping '{run.name}' after its running trial.")
+        elif command == "pause":
+            run.pause()
+        elif command == "resume":
+            run.resume()
+        else:
+            run.wait()
+            self.coordinator.inject_now(run)
+
+    def _list(self) -> str:
+        rows = [("name", "state", "trials", "best", "store")]
+        for run in tune.runs.values():
+            best = run.best_value
+            rows.append((run.name, run.state, f"{run.n_finished}/{run.budget or '-'}",
+                         "-" if best is None else (f"{best:.6g}" if isinstance(best, float) else str(best)),
+                         "this kernel"))
+        try:
+            storage, where, _ = resolve_storage(None)
+            for name in study_names(storage):
+                if name not in tune.runs:
+                    rows.append((name, "stored", "", "", where))
+        except TuneError:
+            pass
+        if len(rows) == 1:
+            return f"No studies in this kernel or in {describe_default()}."
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+TuneMagics.tune.__doc__ = PARSER.format_help() + "\n" + LINE_COMMANDS + "\n" + EXAMPLE
+
+_coordinators: dict[int, Coordinator] = {}
+
+
+def load(shell: Any) -> None:
+    if id(shell) in _coordinators:
+        return
+    coordinator = Coordinator(shell)
+    _coordinators[id(shell)] = coordinator
+    shell.register_magics(TuneMagics(shell, coordinator))
+    shell.events.register("pre_execute", coordinator.pre_execute)
+    shell.events.register("pre_run_cell", coordinator.pre_run_cell)
+    shell.events.register("post_execute", coordinator.post_execute)
+
+
+def unload(shell: Any) -> None:
+    coordinator = _coordinators.pop(id(shell), None)
+    if coordinator is None:
+        return
+    shell.events.unregister("pre_execute", coordinator.pre_execute)
+    shell.events.unregister("pre_run_cell", coordinator.pre_run_cell)
+    shell.events.unregister("post_execute", coordinator.post_execute)

@@ -1,0 +1,124 @@
+"""The text view: a compact, throttled progress line and a final table of the best trials.
+
+Used wherever no widget frontend is (terminal IPython, scripts, batch logs).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    from .run import Event, Run
+
+_SHOWN_FAILURES = 3
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    text = str(value)
+    return text if len(text) <= 14 else text[:13] + "…"
+
+
+def best_trials_table(run: Run, top: int = 5) -> str:
+    """The best complete trials as an aligned text table."""
+    if run.is_multi_objective:
+        trials = sorted(run.study.best_trials, key=lambda t: t.number)[:top]
+        title = f"Pareto front ({len(run.study.best_trials)} trials), first {len(trials)}:"
+    else:
+        trials = [t for t in run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        reverse = run.directions[0] == "maximize"
+        trials = sorted(trials, key=lambda t: t.value, reverse=reverse)[:top]
+        title = f"Top {len(trials)} trials:"
+    if not trials:
+        return "No trial completed."
+    names: list[str] = []
+    for trial in trials:
+        names.extend(n for n in trial.params if n not in names)
+    score_headers = ["value"] if not run.is_multi_objective else [f"value{i}" for i in range(len(run.directions))]
+    header = ["#", *score_headers, *names, "seconds"]
+    rows = []
+    for trial in trials:
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() \
+            if trial.datetime_complete and trial.datetime_start else float("nan")
+        params = run._decoded(trial.params)
+        rows.append([str(trial.number), *(_fmt(v) for v in trial.values),
+                     *(_fmt(params[n]) if n in params else "-" for n in names), f"{seconds:.3g}"])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [title] + ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+class TextReporter:
+    """Subscribes to a run and prints to ``stream`` (default: ``sys.stdout`` at print time)."""
+
+    def __init__(self, run: Run, stream: TextIO | None = None, interval: float = 1.0, top: int = 5) -> None:
+        self.run = run
+        self.stream = stream
+        self.interval = interval
+        self.top = top
+        self._last_print = 0.0
+        self._line_open = False
+        self._lock = threading.Lock()
+        run.subscribe(self)
+
+    def _write(self, text: str) -> None:
+        stream = self.stream or sys.stdout
+        stream.write(text)
+        stream.flush()
+
+    def _close_line(self) -> str:
+        opened, self._line_open = self._line_open, False
+        return "\n" if opened else ""
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            getattr(self, f"_on_{event.kind}", lambda e: None)(event)
+
+    def _on_started(self, event: Event) -> None:
+        run = self.run
+        if run.budget is not None and run.n_finished >= run.budget:
+            return  # nothing to run: the finished event says so
+        todo = f"{run.budget - run.n_finished} trials" if run.budget is not None else "trials"
+        limit = f" for up to {run.timeout:g}s" if run.timeout else ""
+        self._write(f"{self._close_line()}Tuning '{run.name}' · {run.sampler_name} · {'/'.join(run.directions)}"
+                    f" · {event.message} · running {todo}{limit} in the background\n")
+        self._last_print = time.monotonic()
+
+    def _on_trial_finished(self, event: Event) -> None:
+        run = self.run
+        if event.trial is not None and event.trial.state == TrialState.FAIL and len(run.failures) <= _SHOWN_FAILURES:
+            more = " (later failures are counted, not shown)" if len(run.failures) == _SHOWN_FAILURES else ""
+            self._write(f"{self._close_line()}  trial {event.number} failed: {event.message}; "
+                        f"traceback: tune.runs[{run.name!r}].failure({event.number}){more}\n")
+        now = time.monotonic()
+        if now - self._last_print >= self.interval:
+            self._last_print = now
+            self._write(f"\r  {run.progress()}   ")
+            self._line_open = True
+
+    def _on_paused(self, event: Event) -> None:
+        self._write(f"{self._close_line()}  paused '{self.run.name}' after the running trial\n")
+
+    def _on_resumed(self, event: Event) -> None:
+        self._write(f"{self._close_line()}  resumed '{self.run.name}'\n")
+
+    def _on_budget(self, event: Event) -> None:
+        self._write(f"{self._close_line()}  budget of '{self.run.name}' is now {self.run.budget} trials\n")
+
+    def _on_finished(self, event: Event) -> None:
+        run = self.run
+        if run.n_run == 0 and run.state == "finished" and run.budget is not None:
+            self._write(f"{self._close_line()}'{run.name}' ({run.opened}) already has {run.n_finished} of "
+                        f"{run.budget} trials: nothing to run. Use --fresh to start over, or a larger -n.\n")
+            return
+        prefix = self._close_line()
+        if run.n_run:
+            prefix += f"\r  {run.progress()}\n"
+        self._write(f"{prefix}'{run.name}' {run.state}: {event.message}. "
+                    f"{run.n_run} trials run in {run.elapsed:.1f}s.\n{best_trials_table(run, self.top)}\n")

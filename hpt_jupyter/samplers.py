@@ -1,0 +1,60 @@
+"""Sampler names to Optuna samplers. A named sampler is Optuna's, with Optuna's defaults."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from typing import Callable
+
+import optuna
+from optuna.samplers import BaseSampler
+
+from .errors import TuneError
+
+SAMPLERS = ("auto", "tpe", "random", "grid", "gp", "cmaes", "qmc", "nsga2")
+
+# sampler -> (modules it needs, the extra that installs them)
+_NEEDS = {"gp": (("torch", "scipy"), "gp"), "cmaes": (("cmaes",), "cmaes")}
+_SINGLE_OBJECTIVE_ONLY = ("cmaes",)
+
+
+def auto_sampler_name(n_objectives: int) -> str:
+    """The rule behind ``--sampler auto``: TPE for one objective, NSGA-II for several."""
+    return "nsga2" if n_objectives > 1 else "tpe"
+
+
+def make_sampler(name: str, seed: int | None, n_objectives: int,
+                 grid: Callable[[], dict[str, list]] | None = None) -> tuple[BaseSampler, str]:
+    """``(sampler, name)`` for ``--sampler name``; ``grid`` gives the grid when it is needed."""
+    if name not in SAMPLERS:
+        raise TuneError(f"--sampler {name!r} is not one I know; choose one of: {', '.join(SAMPLERS)}.")
+    if name == "auto":
+        name = auto_sampler_name(n_objectives)
+    if name in _NEEDS:
+        modules, extra = _NEEDS[name]
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            raise TuneError(
+                f"--sampler {name} needs {', '.join(missing)}, which is not installed: "
+                f"pip install 'hpt-jupyter[{extra}]' (or pick another --sampler)."
+            )
+    if name in _SINGLE_OBJECTIVE_ONLY and n_objectives > 1:
+        raise TuneError(f"--sampler {name} handles one objective only; use nsga2, tpe or random for several.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        samplers = optuna.samplers
+        if name == "tpe":
+            return samplers.TPESampler(seed=seed), name
+        if name == "random":
+            return samplers.RandomSampler(seed=seed), name
+        if name == "grid":
+            if grid is None:
+                raise TuneError("--sampler grid needs the search space up front; pass search_space={...}.")
+            return samplers.GridSampler(grid(), seed=seed), name
+        if name == "gp":
+            return samplers.GPSampler(seed=seed), name
+        if name == "cmaes":
+            return samplers.CmaEsSampler(seed=seed), name
+        if name == "qmc":
+            return samplers.QMCSampler(seed=seed), name
+        return samplers.NSGAIISampler(seed=seed), name

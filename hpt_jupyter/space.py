@@ -1,0 +1,319 @@
+"""The inline search space: ``tune.float``, ``tune.int``, ``tune.choice`` and the trial context.
+
+A declaration is validated when it is made; inside a trial it becomes Optuna's
+``suggest_*`` call with the same arguments, so a named sampler sees exactly what it
+would see from a hand-written objective.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import optuna
+
+from .errors import TuneError
+from .naming import name_from_caller
+
+if TYPE_CHECKING:
+    from .run import Run
+
+_PRIMITIVE = (type(None), bool, int, float, str)
+
+
+@dataclass(frozen=True)
+class FloatParam:
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    def describe(self) -> str:
+        extra = ", log=True" if self.log else (f", step={self.step!r}" if self.step else "")
+        return f"tune.float({self.low!r}, {self.high!r}{extra})"
+
+
+@dataclass(frozen=True)
+class IntParam:
+    name: str
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    def describe(self) -> str:
+        extra = ", log=True" if self.log else (f", step={self.step!r}" if self.step != 1 else "")
+        return f"tune.int({self.low!r}, {self.high!r}{extra})"
+
+
+@dataclass(frozen=True)
+class ChoiceParam:
+    name: str
+    options: tuple
+    labels: tuple  # what Optuna stores: the option itself, or a text label for objects
+
+    def describe(self) -> str:
+        return f"tune.choice({list(self.labels)!r})"
+
+    def decode(self, label: Any) -> Any:
+        if self.labels is self.options:
+            return label
+        return self.options[self.labels.index(label)]
+
+
+Param = FloatParam | IntParam | ChoiceParam
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _where(name: str | None) -> str:
+    return f" for '{name}'" if name else ""
+
+
+def make_float(name: str | None, low: Any, high: Any, log: bool, step: Any) -> FloatParam:
+    where = _where(name)
+    if not (_is_number(low) and _is_number(high)):
+        raise TuneError(f"tune.float{where}: low and high must be numbers, got {low!r} and {high!r}.")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise TuneError(f"tune.float{where}: low and high must be finite, got {low!r} and {high!r}.")
+    if low > high:
+        raise TuneError(
+            f"tune.float{where}: the range is inverted (low={low!r} > high={high!r}); "
+            f"swap them: tune.float({high!r}, {low!r})."
+        )
+    if low == high:
+        raise TuneError(
+            f"tune.float{where}: the range [{low!r}, {high!r}] is empty; "
+            f"make high larger than low, or use the constant {low!r}."
+        )
+    if log and low <= 0:
+        raise TuneError(
+            f"tune.float{where}, log=True: low must be > 0 on a log scale, got {low!r}; "
+            "use a small positive low such as 1e-8, or drop log=True."
+        )
+    if step is not None:
+        if log:
+            raise TuneError(f"tune.float{where}: step and log=True cannot be combined; drop one of them.")
+        if not _is_number(step) or step <= 0:
+            raise TuneError(f"tune.float{where}: step must be a positive number, got {step!r}.")
+        if step > high - low:
+            raise TuneError(f"tune.float{where}: step={step!r} is larger than the range [{low!r}, {high!r}].")
+    return FloatParam(name or "", float(low), float(high), bool(log), None if step is None else float(step))
+
+
+def make_int(name: str | None, low: Any, high: Any, log: bool, step: Any) -> IntParam:
+    where = _where(name)
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (low, high)):
+        raise TuneError(
+            f"tune.int{where}: low and high must be integers, got {low!r} and {high!r}; "
+            "use tune.float for real numbers."
+        )
+    if low > high:
+        raise TuneError(
+            f"tune.int{where}: the range is inverted (low={low!r} > high={high!r}); "
+            f"swap them: tune.int({high!r}, {low!r})."
+        )
+    if low == high:
+        raise TuneError(
+            f"tune.int{where}: the range [{low!r}, {high!r}] holds one value; "
+            f"make high larger than low, or use the constant {low!r}."
+        )
+    if log and low <= 0:
+        raise TuneError(
+            f"tune.int{where}, log=True: low must be >= 1 on a log scale, got {low!r}; "
+            "start the range at 1, or drop log=True."
+        )
+    if not isinstance(step, numbers.Integral) or isinstance(step, bool) or step < 1:
+        raise TuneError(f"tune.int{where}: step must be a positive integer, got {step!r}.")
+    if log and step != 1:
+        raise TuneError(f"tune.int{where}: step and log=True cannot be combined; drop one of them.")
+    return IntParam(name or "", int(low), int(high), bool(log), int(step))
+
+
+def _label(option: Any) -> str:
+    return getattr(option, "__name__", None) or repr(option)
+
+
+def make_choice(name: str | None, options: Any) -> ChoiceParam:
+    where = _where(name)
+    if isinstance(options, (str, bytes)):
+        raise TuneError(
+            f"tune.choice{where}: options must be a list, got the string {options!r}; "
+            f"write tune.choice([{options!r}, ...])."
+        )
+    if isinstance(options, (set, frozenset, dict)) or not hasattr(options, "__iter__"):
+        raise TuneError(
+            f"tune.choice{where}: options must be a list (an ordered sequence), got "
+            f"{type(options).__name__}; write tune.choice([a, b, c])."
+        )
+    options = tuple(options)
+    if not options:
+        raise TuneError(f"tune.choice{where}: the list of options is empty; give at least two.")
+    labels = options
+    if not all(isinstance(o, _PRIMITIVE) for o in options):
+        # Classes, functions, objects: Optuna stores a text label, the trial gets the object.
+        labels = tuple(_label(o) for o in options)
+        if len(set(labels)) != len(labels):
+            labels = tuple(f"{i}: {label}" for i, label in enumerate(labels))
+    seen: set = set()
+    for label in labels:
+        if (type(label), label) in seen:
+            raise TuneError(f"tune.choice{where}: the option {label!r} is listed twice; list each option once.")
+        seen.add((type(label), label))
+    return ChoiceParam(name or "", options, labels)
+
+
+# --- the trial context ----------------------------------------------------------------
+
+class TrialContext:
+    """What ``tune.*`` calls talk to while one trial of a run executes in this thread."""
+
+    __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds")
+
+    def __init__(self, trial: optuna.Trial, run: Run | None) -> None:
+        self.trial = trial
+        self.run = run
+        self.declared: set[str] = set()
+        self.assigned: dict[str, Any] = {}
+        self.sampler_seconds = 0.0
+
+    def _declare(self, param: Param) -> None:
+        if param.name in self.declared:
+            raise TuneError(
+                f"The parameter name '{param.name}' is declared twice in one trial (in a loop, or in two "
+                f"places); give each declaration its own name, e.g. name=f'{param.name}_{{i}}'."
+            )
+        self.declared.add(param.name)
+        if self.run is not None:
+            self.run._note_param(param)
+
+    def suggest(self, param: Param) -> Any:
+        self._declare(param)
+        start = time.perf_counter()
+        trial = self.trial
+        if isinstance(param, FloatParam):
+            value = trial.suggest_float(param.name, param.low, param.high, log=param.log, step=param.step)
+        elif isinstance(param, IntParam):
+            value = trial.suggest_int(param.name, param.low, param.high, log=param.log, step=param.step)
+        else:
+            value = param.decode(trial.suggest_categorical(param.name, param.labels))
+        self.sampler_seconds += time.perf_counter() - start
+        return value
+
+
+class FixedContext:
+    """Replays given values (the best trial) instead of sampling: used by ``--refit``."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.assigned: dict[str, Any] = {}
+
+    def suggest(self, param: Param) -> Any:
+        try:
+            return self.values[param.name]
+        except KeyError:
+            raise TuneError(
+                f"'{param.name}' was not part of the best trial, so the refit cannot replay it."
+            ) from None
+
+
+_local = threading.local()
+
+
+def current_context() -> TrialContext | FixedContext | None:
+    return getattr(_local, "context", None)
+
+
+def set_context(context: TrialContext | FixedContext | None) -> None:
+    _local.context = context
+
+
+def _context_or_error(what: str) -> TrialContext | FixedContext:
+    context = getattr(_local, "context", None)
+    if context is None:
+        raise TuneError(
+            f"tune.{what}() declares a knob of a search: use it inside a %%tune cell, "
+            "or in an objective run by hpt_jupyter.start(...)."
+        )
+    return context
+
+
+def _missing_name(kind: str) -> TuneError:
+    return TuneError(
+        f"Cannot tell what to call this tune.{kind}(...): assign it (lr = tune.{kind}(...)), "
+        f"pass it as a keyword (Model(lr=tune.{kind}(...))), or give name='lr'."
+    )
+
+
+# Keep builtins reachable: the methods below are called float, int and choice.
+_float, _int = float, int
+
+
+class Tune:
+    """The ``tune`` object: declare knobs inside a trial, and find the runs of this process.
+
+    ``tune.float(1e-5, 1e-1, log=True)``, ``tune.int(1, 8)``, ``tune.choice(["a", "b"])``;
+    ``tune.trial`` is the running ``optuna.Trial``; ``tune.runs[name]`` and ``tune.last``
+    are the run objects.
+    """
+
+    def __init__(self) -> None:
+        self.runs: dict[str, Run] = {}
+        self._last: Run | None = None
+
+    def float(self, low: _float, high: _float, *, log: bool = False, step: _float | None = None,
+              name: str | None = None) -> _float:
+        """A real-valued knob in [low, high]; ``log=True`` samples on a log scale."""
+        context = _context_or_error("float")
+        name = name or name_from_caller(sys._getframe(1))
+        if not name:
+            raise _missing_name("float")
+        return context.suggest(make_float(name, low, high, log, step))
+
+    def int(self, low: _int, high: _int, *, log: bool = False, step: _int = 1,
+            name: str | None = None) -> _int:
+        """An integer knob in [low, high] (both included)."""
+        context = _context_or_error("int")
+        name = name or name_from_caller(sys._getframe(1))
+        if not name:
+            raise _missing_name("int")
+        return context.suggest(make_int(name, low, high, log, step))
+
+    def choice(self, options: Sequence[Any], *, name: str | None = None) -> Any:
+        """One of ``options`` (numbers, strings, or any objects such as model classes)."""
+        context = _context_or_error("choice")
+        name = name or name_from_caller(sys._getframe(1))
+        if not name:
+            raise _missing_name("choice")
+        return context.suggest(make_choice(name, options))
+
+    @property
+    def trial(self) -> optuna.Trial:
+        """The ``optuna.Trial`` of the trial running in this thread."""
+        context = current_context()
+        if not isinstance(context, TrialContext):
+            raise TuneError("tune.trial exists only while a trial runs (inside a %%tune cell or objective).")
+        return context.trial
+
+    @property
+    def last(self) -> Run | None:
+        """The most recently started run."""
+        return self._last
+
+    def _register(self, run: Run) -> None:
+        self.runs[run.name] = run
+        self._last = run
+
+    def __repr__(self) -> str:
+        return f"<hpt_jupyter.tune: {len(self.runs)} run(s); tune.float / tune.int / tune.choice>"
+
+
+tune = Tune()

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from kernel import Kernel  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    """A fresh kernel whose working directory (and so the default store) is a temp folder."""
+    k = Kernel(str(tmp_path))
+    reply = k.run("%load_ext hpt_jupyter")
+    assert reply.error is None, reply.error_text
+    yield k
+    k.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runs():
+    """The in-process registry of runs and the in-memory store start empty for every test."""
+    from hpt_jupyter import storage, tune
+
+    storage._storages.pop("memory", None)
+    tune.runs.clear()
+    tune._last = None
+    yield

@@ -1,0 +1,109 @@
+"""A real IPython kernel driven over ZMQ with jupyter_client, as a notebook frontend drives it."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from jupyter_client.manager import KernelManager
+
+
+@dataclass
+class Reply:
+    msg_id: str
+    stdout: str = ""
+    stderr: str = ""
+    error: dict | None = None
+    results: list = field(default_factory=list)
+
+    @property
+    def error_text(self) -> str:
+        if self.error is None:
+            return ""
+        return f"{self.error['ename']}: {self.error['evalue']}\n" + "\n".join(self.error["traceback"])
+
+
+class Kernel:
+    def __init__(self, cwd: str) -> None:
+        self.cwd = cwd
+        self.manager = KernelManager(kernel_name="python3")
+        self.start()
+
+    def start(self) -> None:
+        self.manager.start_kernel(cwd=self.cwd)
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+        self.outputs: dict[str, list[dict]] = defaultdict(list)  # parent msg_id -> iopub messages
+
+    @property
+    def pid(self) -> int:
+        return self.manager.provisioner.pid
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL the kernel (as a crash would) and start a fresh one."""
+        self.client.stop_channels()
+        self.manager.restart_kernel(now=True)
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+        self.outputs = defaultdict(list)
+
+    def _drain(self, until_idle_of: str | None, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if until_idle_of is None:
+                    return
+                raise TimeoutError(f"no idle for {until_idle_of} within {timeout}s")
+            try:
+                msg = self.client.get_iopub_msg(timeout=min(remaining, 0.2))
+            except queue.Empty:
+                if until_idle_of is None:
+                    return
+                continue
+            parent = msg["parent_header"].get("msg_id", "")
+            self.outputs[parent].append(msg)
+            if (until_idle_of is not None and parent == until_idle_of and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"):
+                return
+
+    def reply(self, msg_id: str) -> Reply:
+        reply = Reply(msg_id)
+        for msg in self.outputs[msg_id]:
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                if content["name"] == "stdout":
+                    reply.stdout += content["text"]
+                else:
+                    reply.stderr += content["text"]
+            elif kind == "error":
+                reply.error = content
+            elif kind in ("execute_result", "display_data"):
+                reply.results.append(content["data"])
+        return reply
+
+    def run(self, code: str, timeout: float = 120) -> Reply:
+        msg_id = self.client.execute(code)
+        self._drain(msg_id, timeout)
+        return self.reply(msg_id)
+
+    def later_output(self, msg_id: str, wait: float = 0.5) -> Reply:
+        """Output that a cell's background thread sent after the cell returned."""
+        self._drain(None, wait)
+        return self.reply(msg_id)
+
+    def value(self, expression: str, timeout: float = 120):
+        """Evaluate ``expression`` in the kernel and return it (via repr/literal_eval)."""
+        import ast
+
+        reply = self.run(f"print(repr({expression}))", timeout)
+        assert reply.error is None, reply.error_text
+        return ast.literal_eval(reply.stdout.strip().splitlines()[-1])
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
