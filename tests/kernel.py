@@ -22,7 +22,8 @@ class Reply:
     def error_text(self) -> str:
         if self.error is None:
             return ""
-        return f"{self.error['ename']}: {self.error['evalue']}\n" + "\n".join(self.error["traceback"])
+        return (f"{self.error['ename']}: {self.error['evalue']}\n" + "\n".join(self.error["traceback"])
+                + "\n" + self.stderr)
 
 
 class Kernel:
@@ -89,7 +90,18 @@ class Kernel:
     def run(self, code: str, timeout: float = 120) -> Reply:
         msg_id = self.client.execute(code)
         self._drain(msg_id, timeout)
-        return self.reply(msg_id)
+        reply = self.reply(msg_id)
+        # A UsageError is no iopub "error" message: IPython prints it to stderr and the
+        # execute_reply carries the status, as a notebook frontend sees it.
+        while True:
+            shell = self.client.get_shell_msg(timeout=timeout)
+            if shell["parent_header"].get("msg_id") == msg_id:
+                break
+        content = shell["content"]
+        if content["status"] == "error" and reply.error is None:
+            reply.error = {"ename": content["ename"], "evalue": content["evalue"],
+                           "traceback": content.get("traceback", [])}
+        return reply
 
     def later_output(self, msg_id: str, wait: float = 0.5) -> Reply:
         """Output that a cell's background thread sent after the cell returned."""

@@ -1,0 +1,13 @@
+# Shortcuts for the scripts in scripts/ (which work without make).
+.PHONY: setup demo test bench lab
+setup:
+	bash scripts/setup
+demo:
+	bash scripts/demo
+test:
+	bash scripts/test
+bench: setup
+	.venv/bin/python benchmarks/overhead.py
+	.venv/bin/python benchmarks/storage.py
+lab: setup
+	.venv/bin/jupyter lab notebooks/quickstart.ipynb

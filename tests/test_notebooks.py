@@ -1,0 +1,89 @@
+"""Batch execution: the same notebook, run headless, gives the same semantics as by hand."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import optuna
+from nbclient import NotebookClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from conftest import ROOT
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+
+
+def _stored_best(folder, name: str) -> optuna.trial.FrozenTrial:
+    storage = JournalStorage(JournalFileBackend(str(folder / "hpt_studies.journal")))
+    return optuna.load_study(study_name=name, storage=storage).best_trial
+
+
+def test_quickstart_runs_headless_and_later_cells_see_the_best_values(tmp_path):
+    notebook = tmp_path / "quickstart.ipynb"
+    shutil.copy(ROOT / "notebooks" / "quickstart.ipynb", notebook)
+    nb = nbformat.read(notebook, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    outputs = [_text(c) for c in nb.cells if c.cell_type == "code"]
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors
+    result = next(text for text in outputs if text.count("best: C="))
+    assert "Waiting for 'svc'" in result  # the cell that uses the names waited for the study
+
+    best = _stored_best(tmp_path, "svc")
+    line = next(l for l in result.splitlines() if l.startswith("best: "))
+    values = eval("dict(" + line[len("best: "):] + ")")
+    expected = {"C": best.params["C"], "kernel": best.params["kernel"],
+                "gamma": best.params.get("gamma", "scale"), "degree": best.params.get("degree", 3)}
+    assert values == expected
+    assert len(optuna.load_study(study_name="svc", storage=JournalStorage(
+        JournalFileBackend(str(tmp_path / "hpt_studies.journal")))).trials) == 30
+
+
+SMALL = [
+    nbformat.v4.new_code_cell("%load_ext hpt_jupyter"),
+    nbformat.v4.new_code_cell("budget = 8", metadata={"tags": ["parameters"]}),
+    nbformat.v4.new_code_cell("%%tune -n $budget --seed 0 --name small\n"
+                              "x = tune.float(-2, 2)\nimport time; time.sleep(0.05)\n(x - 0.5) ** 2"),
+    nbformat.v4.new_code_cell("print('X', x)"),
+]
+
+
+def _small_notebook(folder):
+    nb = nbformat.v4.new_notebook(cells=SMALL)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "small.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_papermill_with_parameters(tmp_path):
+    import papermill
+
+    source = _small_notebook(tmp_path)
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(str(source), str(out), parameters={"budget": 5}, cwd=str(tmp_path),
+                               kernel_name="python3", progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    printed = _text(nb.cells[-1])
+    best = _stored_best(tmp_path, "small")
+    assert f"X {best.params['x']}" in printed and "Waiting for 'small'" in printed
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
+    assert len(optuna.load_study(study_name="small", storage=storage).trials) == 5
+
+
+def test_nbconvert_execute(tmp_path):
+    source = _small_notebook(tmp_path)
+    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                    "--output", "done.ipynb", str(source)], check=True, cwd=tmp_path, capture_output=True)
+    nb = nbformat.read(tmp_path / "done.ipynb", as_version=4)
+    best = _stored_best(tmp_path, "small")
+    assert f"X {best.params['x']}" in _text(nb.cells[-1])
