@@ -108,6 +108,7 @@ def start(
     report: bool = True,
     stream: TextIO | None = None,
     directory: str | None = None,
+    launch: bool = True,
 ) -> Run:
     """Start tuning ``objective`` in a background thread and return its :class:`Run`.
 
@@ -117,7 +118,8 @@ def start(
     ``mode`` is "auto" (resume a stored study of that name, else create it), "resume" or
     "fresh" (delete the stored study first). ``storage`` is None (the embedded journal file
     ``hpt_studies.journal`` in ``directory``, default the working directory), "memory", a
-    database URL, or a file path.
+    database URL, or a file path. ``launch=False`` returns the run unstarted, so that
+    more views can subscribe before the first event; call ``run.start()``.
     """
     directions = [direction] if isinstance(direction, str) else list(direction)
     check_options(n_trials, timeout, directions, max_failures, target, seed, mode)
@@ -154,7 +156,7 @@ def start(
     tune._register(run)
     if report:
         TextReporter(run, stream=stream)
-    return run.start()
+    return run.start() if launch else run
 
 
 def optimize(objective: Callable[..., Any] | CompiledCell, **options: Any) -> Run:

@@ -22,7 +22,7 @@ from .api import DEFAULT_TRIALS, start
 from .cell import compile_cell
 from .errors import TuneError
 from .report import best_trials_table
-from .run import FINAL_STATES, Run
+from .run import Run
 from .samplers import SAMPLERS
 from .space import tune
 from .storage import describe_default, resolve_storage, study_names
@@ -281,11 +281,10 @@ class TuneMagics(Magics):
             compiled, n_trials=args.n_trials, timeout=args.timeout, direction=args.direction,
             sampler=args.sampler, seed=args.seed, name=args.name, storage=args.storage,
             mode=args.mode or "auto", target=args.target, max_failures=args.max_failures or None,
-            report=not args.quiet,
+            report=not args.quiet, launch=False,
         )
         self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
-        if not run.is_alive and run.state in FINAL_STATES:
-            self.coordinator._on_finished(run)  # already finished: injected after this cell
+        run.start()
 
     def _run_named(self, name: str | None) -> Run:
         if name is None:

@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .errors import TuneError
 from .space import ChoiceParam, Param, TrialContext, set_context
+from .storage import set_lease
 
 if TYPE_CHECKING:
     import pandas
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hpt_jupyter")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-OWNER_KEY = "hpt:owner"
 TRACEBACK_KEY = "traceback"
 ASSIGNED_KEY = "hpt:assigned"
 
@@ -114,6 +114,10 @@ class Run:
         self._stop_requested = False
         self._pause_requested = False
         self._thread: threading.Thread | None = None
+        # Set once the loop has ended and its "finished" event is delivered. Liveness comes from
+        # here, not Thread.is_alive(): an interrupted Thread.join() can make that report False.
+        self._done = threading.Event()
+        self._done.set()
         self._assigned: dict[int, dict[str, Any]] = {}
         self._best: FrozenTrial | None = None
         self._consecutive_failures = 0
@@ -162,7 +166,7 @@ class Run:
 
     @property
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return not self._done.is_set()
 
     @property
     def best_trial(self) -> FrozenTrial | None:
@@ -262,6 +266,7 @@ class Run:
             self.ended_at = None
             if self.started_at is None:
                 self.started_at = time.monotonic()
+            self._done.clear()
         # The thread runs in a copy of the caller's context, so output it prints goes where
         # the caller's output goes (ipykernel routes output by a context variable).
         context = contextvars.copy_context()
@@ -325,8 +330,9 @@ class Run:
         return self
 
     def _join(self, deadline: float | None) -> None:
-        while self.is_alive and (deadline is None or time.monotonic() < deadline):
-            self._thread.join(0.05)  # short joins keep the main thread interruptible
+        while not self._done.wait(0.05):  # short waits keep the main thread interruptible
+            if deadline is not None and time.monotonic() >= deadline:
+                return
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -364,6 +370,8 @@ class Run:
         study._thread_local.in_optimize_loop = True
         study._stop_flag = False
         self._loop_started = time.monotonic()
+        if self._owner is not None:  # lets a later kernel tell our RUNNING trials from a live one's
+            set_lease(study, self._owner, "active")
         self._emit("started", message=self.opened)
         final_state, reason = FINISHED, ""
         try:
@@ -386,18 +394,22 @@ class Run:
             logger.exception("hpt_jupyter: run %r failed", self.name)
         finally:
             study._thread_local.in_optimize_loop = False
+            if self._owner is not None:
+                try:
+                    set_lease(study, self._owner, "ended")
+                except Exception:  # noqa: BLE001 - the store may be what failed
+                    logger.exception("hpt_jupyter: could not end the lease of run %r", self.name)
             with self._condition:
                 self.state, self.reason = final_state, reason
                 self.ended_at = time.monotonic()
             self._emit("finished", message=reason)
+            self._done.set()
 
     def _run_one_trial(self) -> None:
         study = self.study
         start = time.perf_counter()
         trial = study.ask()
         ask_seconds = time.perf_counter() - start
-        if self._owner is not None:  # lets a later kernel tell our RUNNING trials from a live one's
-            study._storage.set_trial_system_attr(trial._trial_id, OWNER_KEY, self._owner)
         self._emit("trial_started", number=trial.number)
         context = TrialContext(trial, self)
         set_context(context)

@@ -111,22 +111,44 @@ def _owner_alive(owner: str) -> bool | None:
     return _process_start(pid) == start
 
 
-def fail_orphaned_trials(study: optuna.Study) -> list[int]:
-    """Mark failed the RUNNING trials whose kernel died (on this host); returns their numbers."""
-    from .run import OWNER_KEY, TRACEBACK_KEY
+LEASE_PREFIX = "hpt:lease:"
 
+
+def set_lease(study: optuna.Study, owner: str, state: str) -> None:
+    """Record on the study that ``owner`` runs it ("active") or no longer does ("ended").
+
+    One write per run start and end, instead of one per trial: a resumed study fails the
+    RUNNING trials of a study whose only active owners are dead processes.
+    """
+    study._storage.set_study_system_attr(study._study_id, LEASE_PREFIX + owner, state)
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Mark failed the RUNNING trials left by kernels that died (on this host).
+
+    Only when every other kernel that holds an active lease on the study is known dead: a
+    live (or unknown, other-host) owner may still be running them.
+    """
+    from .run import TRACEBACK_KEY
+
+    me = this_owner()
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    active = [key[len(LEASE_PREFIX):] for key, state in attrs.items()
+              if key.startswith(LEASE_PREFIX) and state == "active" and key[len(LEASE_PREFIX):] != me]
+    dead = [owner for owner in active if _owner_alive(owner) is False]
+    if not dead or len(dead) < len(active):
+        return []
     orphans = []
     storage = study._storage
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = trial.system_attrs.get(OWNER_KEY)
-        if owner is None or owner == this_owner() or _owner_alive(owner) is not False:
-            continue
         storage.set_trial_user_attr(
             trial._trial_id, TRACEBACK_KEY,
             "Interrupted: the kernel running this trial stopped before it finished (restart or crash).",
         )
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         orphans.append(trial.number)
+    for owner in dead:
+        set_lease(study, owner, "ended")
     return orphans
 
 

@@ -17,6 +17,7 @@ class Reply:
     stderr: str = ""
     error: dict | None = None
     results: list = field(default_factory=list)
+    pages: list = field(default_factory=list)  # what `thing?` shows in the pager
 
     @property
     def error_text(self) -> str:
@@ -88,7 +89,10 @@ class Kernel:
         return reply
 
     def run(self, code: str, timeout: float = 120) -> Reply:
-        msg_id = self.client.execute(code)
+        return self.finish(self.client.execute(code), timeout)
+
+    def finish(self, msg_id: str, timeout: float = 120) -> Reply:
+        """Collect the output and reply of a cell sent with ``client.execute``."""
         self._drain(msg_id, timeout)
         reply = self.reply(msg_id)
         # A UsageError is no iopub "error" message: IPython prints it to stderr and the
@@ -98,6 +102,7 @@ class Kernel:
             if shell["parent_header"].get("msg_id") == msg_id:
                 break
         content = shell["content"]
+        reply.pages = [p["data"].get("text/plain", "") for p in content.get("payload", []) if p.get("source") == "page"]
         if content["status"] == "error" and reply.error is None:
             reply.error = {"ename": content["ename"], "evalue": content["evalue"],
                            "traceback": content.get("traceback", [])}

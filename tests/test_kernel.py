@@ -70,6 +70,33 @@ def test_line_magics(kernel):
         assert reply.error and reply.error["ename"] == "UsageError" and message in reply.error["evalue"]
 
 
+def test_help_shows_every_option_and_a_worked_example(kernel):
+    page = "\n".join(kernel.run("%%tune?").pages)
+    for option in ("--n-trials", "--timeout", "--direction", "--sampler", "--seed", "--name", "--storage",
+                   "--resume", "--fresh", "--target", "--max-failures", "--refit", "--no-inject", "--quiet",
+                   "%tune list", "%tune wait"):
+        assert option in page, option
+    assert "Example:" in page and "cross_val_score(model, X, y, cv=3).mean()" in page
+
+
+def test_interrupting_a_waiting_cell_stops_the_study_and_injects_the_best_so_far(kernel):
+    assert kernel.run(SLOW_CELL.format(n=200, sleep=0.1)).error is None
+    msg_id = kernel.client.execute("print('VALUES', a, k)")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+            "Waiting for" in m["content"].get("text", "") for m in kernel.outputs[msg_id]):
+        kernel._drain(None, 0.2)
+    time.sleep(0.5)
+    kernel.manager.interrupt_kernel()
+    reply = kernel.finish(msg_id, 60)
+    assert reply.error is None, reply.error_text  # the cell went on with the best so far
+    assert "Interrupted: stopping 'slow'" in reply.stdout and "Injected a=" in reply.stdout
+    a, k = reply.stdout.split("VALUES ")[1].split()
+    state, finished, best = kernel.value("(tune.last.state, tune.last.n_finished, tune.last.best_params)")
+    assert state == "stopped" and 0 < finished < 200
+    assert (float(a), k) == (best["a"], best["k"])
+
+
 BAD_CELLS = [
     ("%%tune -n 0\nx = tune.float(0, 1)\nx", "-n/--n-trials must be a positive whole number, got 0"),
     ("%%tune -n many\nx = tune.float(0, 1)\nx", "invalid int value: 'many'"),
