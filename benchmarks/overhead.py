@@ -26,7 +26,10 @@ import time, optuna
 from hpt_jupyter import start, tune
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-def bench_bare(n, sleep, seed):
+def make_sampler(kind, seed):
+    return optuna.samplers.TPESampler(seed=seed) if kind == "tpe" else optuna.samplers.RandomSampler(seed=seed)
+
+def bench_bare(n, sleep, seed, kind="tpe"):
     def objective(t):
         x = t.suggest_float("x", -5, 5)
         y = t.suggest_int("y", 0, 10)
@@ -34,12 +37,12 @@ def bench_bare(n, sleep, seed):
         if sleep:
             time.sleep(sleep)
         return (x - 1) ** 2 + y + (c == "b")
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(sampler=make_sampler(kind, seed))
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=n)
     return time.perf_counter() - t0, [t.params for t in study.trials]
 
-def bench_api(n, sleep, seed, name):
+def bench_api(n, sleep, seed, name, kind="tpe"):
     def objective():
         x = tune.float(-5, 5)
         y = tune.int(0, 10)
@@ -48,12 +51,12 @@ def bench_api(n, sleep, seed, name):
             time.sleep(sleep)
         return (x - 1) ** 2 + y + (c == "b")
     t0 = time.perf_counter()
-    run = start(objective, n_trials=n, sampler="tpe", seed=seed, storage="memory", report=False, name=name)
+    run = start(objective, n_trials=n, sampler=kind, seed=seed, storage="memory", report=False, name=name)
     run.wait()
     return time.perf_counter() - t0, [t.params for t in run.study.trials]
 '''
 
-CELL = '''%%tune -n {n} --sampler tpe --seed {seed} --storage memory --quiet --name {name}
+CELL = '''%%tune -n {n} --sampler {kind} --seed {seed} --storage memory --quiet --name {name}
 x = tune.float(-5, 5)
 y = tune.int(0, 10)
 c = tune.choice(["a", "b", "c"])
@@ -76,48 +79,54 @@ def main() -> None:
         kernel.value("bench_bare(20, 0, 1)")
         kernel.value("bench_api(20, 0, 1, 'warm-up')")
         kernel.run("SLEEP = 0")
-        kernel.run(CELL.format(n=20, seed=1, name="warm-up-cell"))
+        kernel.run(CELL.format(n=20, seed=1, name="warm-up-cell", kind="tpe"))
         kernel.run("%tune wait warm-up-cell")
         rows = []
-        for sleep in (0.0, 0.01):
-            for n in args.sizes:
-                times: dict[str, list[float]] = {"bare": [], "api": [], "magic": []}
-                same = True
-                for r in range(args.repeats):
-                    seed = 100 + r
-                    order = ["bare", "api", "magic"]
-                    order = order[r % 3:] + order[:r % 3]  # rotate so no variant always runs first
-                    params = {}
-                    for variant in order:
-                        name = f"{variant}-{n}-{sleep}-{r}"
-                        if variant == "bare":
-                            seconds, params[variant] = kernel.value(f"bench_bare({n}, {sleep}, {seed})", 900)
-                        elif variant == "api":
-                            seconds, params[variant] = kernel.value(f"bench_api({n}, {sleep}, {seed}, {name!r})", 900)
-                        else:
-                            kernel.run(f"SLEEP = {sleep}")
-                            reply = kernel.run(CELL.format(n=n, seed=seed, name=name))
-                            assert reply.error is None, reply.error_text
-                            kernel.run(f"%tune wait {name}", 900)
-                            seconds, params[variant] = kernel.value(
-                                f"(tune.runs[{name!r}].elapsed, [t.params for t in tune.runs[{name!r}].study.trials])")
-                        times[variant].append(seconds / n * 1000)
-                    same = same and params["bare"] == params["api"] == params["magic"]
-                bare = statistics.median(times["bare"])
-                for variant in ("api", "magic"):
-                    ours = statistics.median(times[variant])
-                    rows.append((f"{'10 ms' if sleep else 'trivial'}", n, variant, bare, ours, ours - bare,
-                                 ours / bare, same))
-                print(f"done: sleep={sleep} n={n}", file=sys.stderr, flush=True)
+        cases = [("tpe", sleep, n) for sleep in (0.0, 0.01) for n in args.sizes]
+        cases.append(("random", 0.0, max(args.sizes)))  # a cheap sampler: our own cost stands out
+        for kind, sleep, n in cases:
+            times: dict[str, list[float]] = {"bare": [], "api": [], "magic": []}
+            same = True
+            for r in range(args.repeats):
+                seed = 100 + r
+                order = ["bare", "api", "magic"]
+                order = order[r % 3:] + order[:r % 3]  # rotate so no variant always runs first
+                params = {}
+                for variant in order:
+                    name = f"{variant}-{kind}-{n}-{sleep}-{r}"
+                    if variant == "bare":
+                        seconds, params[variant] = kernel.value(
+                            f"bench_bare({n}, {sleep}, {seed}, {kind!r})", 900)
+                    elif variant == "api":
+                        seconds, params[variant] = kernel.value(
+                            f"bench_api({n}, {sleep}, {seed}, {name!r}, {kind!r})", 900)
+                    else:
+                        kernel.run(f"SLEEP = {sleep}")
+                        reply = kernel.run(CELL.format(n=n, seed=seed, name=name, kind=kind))
+                        assert reply.error is None, reply.error_text
+                        kernel.run(f"%tune wait {name}", 900)
+                        seconds, params[variant] = kernel.value(
+                            f"(tune.runs[{name!r}].elapsed, [t.params for t in tune.runs[{name!r}].study.trials])")
+                    times[variant].append(seconds / n * 1000)
+                same = same and params["bare"] == params["api"] == params["magic"]
+            bare = statistics.median(times["bare"])
+            spread = max(times["bare"]) - min(times["bare"])
+            for variant in ("api", "magic"):
+                ours = statistics.median(times[variant])
+                rows.append((kind, f"{'10 ms' if sleep else 'trivial'}", n, variant, bare, spread, ours,
+                             ours - bare, ours / bare, same))
+            print(f"done: {kind} sleep={sleep} n={n}", file=sys.stderr, flush=True)
     finally:
         kernel.shutdown()
-    print(f"\nTPE (seeded), in-memory storage, median of {args.repeats} interleaved repeats, one kernel.\n")
-    print("| objective | trials | via | bare ms/trial | ours ms/trial | added ms/trial | ratio | same params |")
-    print("|---|---:|---|---:|---:|---:|---:|---|")
-    for objective, n, variant, bare, ours, added, ratio, same in rows:
+    print(f"\nSeeded samplers, in-memory storage, median of {args.repeats} interleaved repeats, one kernel. "
+          "'bare spread' is max - min of the bare runs: the noise floor.\n")
+    print("| sampler | objective | trials | via | bare ms/trial | bare spread | ours ms/trial | added ms/trial "
+          "| ratio | same params |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---|")
+    for kind, objective, n, variant, bare, spread, ours, added, ratio, same in rows:
         via = "Python API" if variant == "api" else "%%tune in a kernel"
-        print(f"| {objective} | {n} | {via} | {bare:.3f} | {ours:.3f} | {added:+.3f} | {ratio:.3f} | "
-              f"{'yes' if same else 'NO'} |")
+        print(f"| {kind} | {objective} | {n} | {via} | {bare:.3f} | {spread:.3f} | {ours:.3f} | {added:+.3f} "
+              f"| {ratio:.3f} | {'yes' if same else 'NO'} |")
 
 
 if __name__ == "__main__":

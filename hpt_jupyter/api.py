@@ -38,6 +38,8 @@ def check_options(n_trials: Any, timeout: Any, directions: Sequence[str], max_fa
         raise TuneError(f"--max-failures must be a whole number >= 0 (0: never stop), got {max_failures!r}.")
     if target is not None and not isinstance(target, numbers.Real):
         raise TuneError(f"--target must be a number, got {target!r}.")
+    if target is not None and len(directions) > 1:
+        raise TuneError("--target works with one objective only; drop it or use one --direction.")
     if seed is not None and not isinstance(seed, numbers.Integral):
         raise TuneError(f"--seed must be a whole number, got {seed!r}.")
     if mode not in MODES:

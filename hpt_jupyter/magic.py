@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import keyword
+import os
 import re
 import shlex
 import threading
@@ -339,13 +340,11 @@ class TuneMagics(Magics):
             rows.append((run.name, run.state, f"{run.n_finished}/{run.budget or '-'}",
                          "-" if best is None else (f"{best:.6g}" if isinstance(best, float) else str(best)),
                          "this kernel"))
-        try:
+        if os.path.exists(describe_default()):  # looking must not create a store
             storage, where, _ = resolve_storage(None)
             for name in study_names(storage):
                 if name not in tune.runs:
                     rows.append((name, "stored", "", "", where))
-        except TuneError:
-            pass
         if len(rows) == 1:
             return f"No studies in this kernel or in {describe_default()}."
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]

@@ -239,3 +239,13 @@ def test_plain_script_prints_text_progress_and_uses_the_embedded_store(tmp_path)
     stored = optuna.load_study(study_name="objective", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "hpt_studies.journal"))))
     assert len(stored.trials) == 30 and stored.best_value == best_value
+
+
+def test_the_core_imports_no_ipython_and_no_widgets():
+    code = ("import sys, hpt_jupyter\n"
+            "from hpt_jupyter import optimize, tune\n"
+            "run = optimize(lambda: tune.float(0, 1, name='x'), n_trials=2, storage='memory', report=False)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('IPython', 'ipykernel', 'ipywidgets')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

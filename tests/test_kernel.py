@@ -40,6 +40,17 @@ def test_cells_run_during_a_study_unless_they_use_a_tuned_name(kernel):
     assert "Top 5 trials:" in later.stdout and "Top 5 trials:" not in uses.stdout
 
 
+def test_nothing_is_injected_while_another_cell_executes(kernel):
+    assert kernel.run(SLOW_CELL.format(n=4, sleep=0.05)).error is None
+    # This cell does not use the tuned names, so it runs at once; the study ends during it.
+    busy = kernel.run("import time\nbefore = 'a' in globals()\ntime.sleep(2)\n"
+                      "print(before, 'a' in globals(), tune.last.state)")
+    assert busy.stdout.splitlines()[0].split() == ["False", "False", "finished"]
+    # Injected after the busy cell's body, before the next cell: its message ends the busy cell.
+    assert "Injected a=" in busy.stdout.splitlines()[-1]
+    assert kernel.run("print('a' in globals())").stdout.split()[-1] == "True"
+
+
 def test_run_object_results_wait_but_controls_do_not(kernel):
     assert kernel.run(SLOW_CELL.format(n=100, sleep=0.1)).error is None
     control = kernel.run("tune.last.pause(); print(tune.last.state)")
@@ -51,6 +62,17 @@ def test_run_object_results_wait_but_controls_do_not(kernel):
     assert kernel.value("tune.last.state") == "stopped"
     assert eval(result.stdout.strip().splitlines()[-1]) == kernel.value("tune.last.best_params")
     assert kernel.value("tune.last.n_finished") < 101
+
+
+def test_list_shows_stored_studies_and_creates_no_store(kernel, tmp_path):
+    assert "No studies" in kernel.run("%tune list").stdout
+    assert not (tmp_path / "hpt_studies.journal").exists()
+    kernel.run("%%tune -n 2 --name stored-one --quiet\nx = tune.float(0, 1)\nx")
+    kernel.run("%tune wait")
+    kernel.kill_and_restart()
+    kernel.run("%load_ext hpt_jupyter")
+    listing = kernel.run("%tune list").stdout
+    assert "stored-one" in listing and "stored" in listing
 
 
 def test_line_magics(kernel):
