@@ -249,3 +249,37 @@ def test_the_core_imports_no_ipython_and_no_widgets():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name, make", [
+    ("random", lambda seed: optuna.samplers.RandomSampler(seed=seed)),
+    ("qmc", lambda seed: optuna.samplers.QMCSampler(seed=seed)),
+    ("cmaes", lambda seed: optuna.samplers.CmaEsSampler(seed=seed)),
+    ("nsga2", lambda seed: optuna.samplers.NSGAIISampler(seed=seed)),
+    ("auto", lambda seed: optuna.samplers.TPESampler(seed=seed)),
+])
+def test_every_named_sampler_is_optunas_own_with_its_defaults(name, make):
+    import warnings
+
+    def objective():
+        x = tune.float(-3, 3)
+        y = tune.float(0.1, 10, log=True)
+        return (x - 1) ** 2 + y
+
+    def bare_objective(trial):
+        return (trial.suggest_float("x", -3, 3) - 1) ** 2 + trial.suggest_float("y", 0.1, 10, log=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = optimize(objective, n_trials=14, sampler=name, seed=5, storage="memory", report=False)
+        bare = optuna.create_study(sampler=make(5))
+        bare.optimize(bare_objective, n_trials=14)
+    assert [t.params for t in run.study.trials] == [t.params for t in bare.trials]
+
+
+def test_sqlite_url_store_resumes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    first = optimize(quadratic, n_trials=3, storage=url, report=False, name="sq", seed=0)
+    params = [t.params for t in first.study.trials]
+    second = optimize(quadratic, n_trials=5, storage=url, report=False, name="sq", seed=0)
+    assert second.n_run == 2 and [t.params for t in second.study.trials[:3]] == params

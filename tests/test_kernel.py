@@ -92,6 +92,30 @@ def test_line_magics(kernel):
         assert reply.error and reply.error["ename"] == "UsageError" and message in reply.error["evalue"]
 
 
+def test_ipython_syntax_prints_and_multiple_objectives_in_a_tune_cell(kernel):
+    reply = kernel.run(
+        "%%tune -n 6 --storage memory --seed 0 --direction maximize minimize --name mo\n"
+        "x = tune.float(0, 1)\n"
+        "files = !echo shell-works\n"
+        "doubled = %time x * 2\n"
+        "print('trial says', files[0], round(doubled, 3))\n"
+        "x, doubled\n"
+    )
+    assert reply.error is None, reply.error_text
+    kernel.run("%tune wait mo")
+    later = kernel.later_output(reply.msg_id)
+    assert later.stdout.count("trial says shell-works") == 6  # prints from trials land under the tune cell
+    assert kernel.value("(tune.last.sampler_name, tune.last.n_complete, len(tune.last.best_value))") == ("nsga2", 6, 2)
+
+
+def test_rerunning_a_cell_whose_study_still_runs_says_so(kernel):
+    assert kernel.run(SLOW_CELL.format(n=50, sleep=0.1)).error is None
+    again = kernel.run(SLOW_CELL.format(n=50, sleep=0.1))
+    assert again.error["ename"] == "UsageError"
+    assert "The study 'slow' is still running" in again.error["evalue"] and "%tune stop slow" in again.error["evalue"]
+    kernel.run("%tune stop")
+
+
 def test_help_shows_every_option_and_a_worked_example(kernel):
     page = "\n".join(kernel.run("%%tune?").pages)
     for option in ("--n-trials", "--timeout", "--direction", "--sampler", "--seed", "--name", "--storage",
