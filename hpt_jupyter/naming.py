@@ -75,7 +75,7 @@ def inferred_name(call: ast.Call, parents: dict[ast.AST, ast.AST]) -> str | None
 # --- run-time inference for plain functions -------------------------------------------
 
 _names_by_site: dict[tuple[CodeType, int], str | None] = {}
-_trees_by_file: dict[str, tuple[ast.AST, dict[ast.AST, ast.AST]] | None] = {}
+_trees_by_source: dict[tuple[str, int], tuple[ast.AST, dict[ast.AST, ast.AST]] | None] = {}
 
 
 def name_from_caller(frame: FrameType) -> str | None:
@@ -99,14 +99,15 @@ def _infer_at(frame: FrameType) -> str | None:
         return None
     lineno, end_lineno, col, end_col = positions[index]
     filename = frame.f_code.co_filename
-    if filename not in _trees_by_file:
-        source = "".join(linecache.getlines(filename, frame.f_globals))
+    source = "".join(linecache.getlines(filename, frame.f_globals))
+    key = (filename, hash(source))  # an edited, reloaded module gets a new tree
+    if key not in _trees_by_source:
         try:
             tree = ast.parse(source)
-            _trees_by_file[filename] = (tree, parent_map(tree))
+            _trees_by_source[key] = (tree, parent_map(tree))
         except (SyntaxError, ValueError):
-            _trees_by_file[filename] = None
-    parsed = _trees_by_file[filename]
+            _trees_by_source[key] = None
+    parsed = _trees_by_source[key]
     if parsed is None:
         return None
     tree, parents = parsed

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from optuna.trial import TrialState
 
+from .run import FINISHED
+
 if TYPE_CHECKING:
     from .run import Event, Run
 
@@ -113,7 +115,7 @@ class TextReporter:
 
     def _on_finished(self, event: Event) -> None:
         run = self.run
-        if run.n_run == 0 and run.state == "finished" and run.budget is not None:
+        if run.n_run == 0 and run.state == FINISHED and run.budget is not None:
             self._write(f"{self._close_line()}'{run.name}' ({run.opened}) already has {run.n_finished} of "
                         f"{run.budget} trials: nothing to run. Use --fresh to start over, or a larger -n.\n")
             return

@@ -139,8 +139,6 @@ class Run:
                     self._consider_best(trial)
         self.n_stored = self.n_finished
         self.budget = n_trials  # total finished trials the study should reach
-        if target is not None and len(self.directions) > 1:
-            raise TuneError("--target works with one objective only; drop it or use one --direction.")
 
     # --- facts -------------------------------------------------------------------------
 

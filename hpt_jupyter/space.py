@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import optuna
 
@@ -78,22 +78,26 @@ def _where(name: str | None) -> str:
     return f" for '{name}'" if name else ""
 
 
+def _check_bounds(kind: str, where: str, low: Any, high: Any) -> None:
+    if low > high:
+        raise TuneError(
+            f"tune.{kind}{where}: the range is inverted (low={low!r} > high={high!r}); "
+            f"swap them: tune.{kind}({high!r}, {low!r})."
+        )
+    if low == high:
+        raise TuneError(
+            f"tune.{kind}{where}: the range [{low!r}, {high!r}] is empty; "
+            f"make high larger than low, or use the constant {low!r}."
+        )
+
+
 def make_float(name: str | None, low: Any, high: Any, log: bool, step: Any) -> FloatParam:
     where = _where(name)
     if not (_is_number(low) and _is_number(high)):
         raise TuneError(f"tune.float{where}: low and high must be numbers, got {low!r} and {high!r}.")
     if not (math.isfinite(low) and math.isfinite(high)):
         raise TuneError(f"tune.float{where}: low and high must be finite, got {low!r} and {high!r}.")
-    if low > high:
-        raise TuneError(
-            f"tune.float{where}: the range is inverted (low={low!r} > high={high!r}); "
-            f"swap them: tune.float({high!r}, {low!r})."
-        )
-    if low == high:
-        raise TuneError(
-            f"tune.float{where}: the range [{low!r}, {high!r}] is empty; "
-            f"make high larger than low, or use the constant {low!r}."
-        )
+    _check_bounds("float", where, low, high)
     if log and low <= 0:
         raise TuneError(
             f"tune.float{where}, log=True: low must be > 0 on a log scale, got {low!r}; "
@@ -116,16 +120,7 @@ def make_int(name: str | None, low: Any, high: Any, log: bool, step: Any) -> Int
             f"tune.int{where}: low and high must be integers, got {low!r} and {high!r}; "
             "use tune.float for real numbers."
         )
-    if low > high:
-        raise TuneError(
-            f"tune.int{where}: the range is inverted (low={low!r} > high={high!r}); "
-            f"swap them: tune.int({high!r}, {low!r})."
-        )
-    if low == high:
-        raise TuneError(
-            f"tune.int{where}: the range [{low!r}, {high!r}] holds one value; "
-            f"make high larger than low, or use the constant {low!r}."
-        )
+    _check_bounds("int", where, low, high)
     if log and low <= 0:
         raise TuneError(
             f"tune.int{where}, log=True: low must be >= 1 on a log scale, got {low!r}; "
@@ -246,11 +241,16 @@ def _context_or_error(what: str) -> TrialContext | FixedContext:
     return context
 
 
-def _missing_name(kind: str) -> TuneError:
-    return TuneError(
-        f"Cannot tell what to call this tune.{kind}(...): assign it (lr = tune.{kind}(...)), "
-        f"pass it as a keyword (Model(lr=tune.{kind}(...))), or give name='lr'."
-    )
+def _declare(kind: str, name: str | None, build: Callable[[str], Param]) -> Any:
+    """Shared by tune.float/int/choice: find the trial, name the knob, suggest its value."""
+    context = _context_or_error(kind)
+    name = name or name_from_caller(sys._getframe(2))  # the frame that called tune.<kind>
+    if not name:
+        raise TuneError(
+            f"Cannot tell what to call this tune.{kind}(...): assign it (lr = tune.{kind}(...)), "
+            f"pass it as a keyword (Model(lr=tune.{kind}(...))), or give name='lr'."
+        )
+    return context.suggest(build(name))
 
 
 # Keep builtins reachable: the methods below are called float, int and choice.
@@ -272,28 +272,16 @@ class Tune:
     def float(self, low: _float, high: _float, *, log: bool = False, step: _float | None = None,
               name: str | None = None) -> _float:
         """A real-valued knob in [low, high]; ``log=True`` samples on a log scale."""
-        context = _context_or_error("float")
-        name = name or name_from_caller(sys._getframe(1))
-        if not name:
-            raise _missing_name("float")
-        return context.suggest(make_float(name, low, high, log, step))
+        return _declare("float", name, lambda name: make_float(name, low, high, log, step))
 
     def int(self, low: _int, high: _int, *, log: bool = False, step: _int = 1,
             name: str | None = None) -> _int:
         """An integer knob in [low, high] (both included)."""
-        context = _context_or_error("int")
-        name = name or name_from_caller(sys._getframe(1))
-        if not name:
-            raise _missing_name("int")
-        return context.suggest(make_int(name, low, high, log, step))
+        return _declare("int", name, lambda name: make_int(name, low, high, log, step))
 
     def choice(self, options: Sequence[Any], *, name: str | None = None) -> Any:
         """One of ``options`` (numbers, strings, or any objects such as model classes)."""
-        context = _context_or_error("choice")
-        name = name or name_from_caller(sys._getframe(1))
-        if not name:
-            raise _missing_name("choice")
-        return context.suggest(make_choice(name, options))
+        return _declare("choice", name, lambda name: make_choice(name, options))
 
     @property
     def trial(self) -> optuna.Trial:
