@@ -1,0 +1,285 @@
+"""The live widget view of a run: header, controls, trial table and optimisation history.
+
+A view, not a driver: it subscribes to the run's events and calls only the run's control
+API. Widgets are created on the main thread (create the Dashboard there); afterwards one
+writer thread owns every widget it refreshes, so updates from a fast study are coalesced
+(latest state wins) and sent at most every ``interval`` seconds, and x/y of a plot change
+together in one ``hold_sync``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import html
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import bqplot
+import ipywidgets as widgets
+from optuna.trial import FrozenTrial, TrialState
+
+from .run import FINAL_STATES, PAUSED, Event, Run
+
+_STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "stopping": "#9a6700", "stopped": "#57606a",
+                  "finished": "#0969da", "failed": "#cf222e", "ready": "#57606a"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One finished trial, as the table and plots need it."""
+
+    number: int
+    state: str
+    values: tuple[float, ...] | None
+    params: dict[str, Any]
+    seconds: float | None
+
+
+def _row(trial: FrozenTrial, run: Run) -> Row:
+    seconds = None
+    if trial.datetime_start and trial.datetime_complete:
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    values = tuple(trial.values) if trial.values is not None else None
+    return Row(trial.number, trial.state.name.lower(), values, run._decoded(trial.params), seconds)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def downsample(xs: list[float], ys: list[float], limit: int, keep: set[int] | None = None) -> tuple[list, list]:
+    """At most about ``limit`` points: an even stride, plus the indices in ``keep`` (the best ones),
+    so that a scatter of 10,000 trials stays cheap to draw and still shows every improvement."""
+    n = len(xs)
+    if n <= limit:
+        return xs, ys
+    stride = n / limit
+    chosen = {int(i * stride) for i in range(limit)} | (keep or set()) | {n - 1}
+    index = sorted(chosen)
+    return [xs[i] for i in index], [ys[i] for i in index]
+
+
+class Dashboard:
+    """A live view of ``run`` for a notebook cell: ``display(Dashboard(run).widget)``."""
+
+    def __init__(self, run: Run, *, interval: float = 0.25, max_rows: int = 50, max_points: int = 2000) -> None:
+        self.run = run
+        self.interval = interval
+        self.max_rows = max_rows
+        self.max_points = max_points
+        self.refreshes = 0
+        self.refresh_seconds_max = 0.0
+        self._rows: list[Row] = []
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._closed = False
+
+        self.header = widgets.HTML()
+        self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger",
+                                          tooltip="Stop after the running trial; the best so far is injected")
+        self.pause_button = widgets.Button(description="Pause", icon="pause",
+                                           tooltip="Start no new trial until resumed")
+        self.more_count = widgets.BoundedIntText(value=10, min=1, max=100_000, layout=widgets.Layout(width="80px"))
+        self.more_button = widgets.Button(description="trials", icon="plus", tooltip="Add trials to the budget")
+        self.stop_button.on_click(lambda _: self._control(self.run.stop))
+        self.pause_button.on_click(lambda _: self._control(
+            self.run.resume if self.run.state == PAUSED else self.run.pause))
+        self.more_button.on_click(lambda _: self._control(lambda: self.run.extend(self.more_count.value)))
+        controls = widgets.HBox([self.stop_button, self.pause_button, self.more_count, self.more_button])
+
+        self.sort_by = widgets.Dropdown(options=["value", "#", "seconds"], value="value", description="sort by",
+                                        layout=widgets.Layout(width="220px"))
+        self.descending = widgets.ToggleButton(value=run.directions[0] == "maximize", description="descending",
+                                               icon="sort-amount-desc")
+        self.sort_by.observe(lambda _: self._dirty.set(), "value")
+        self.descending.observe(lambda _: self._dirty.set(), "value")
+        self.table = widgets.HTML()
+        self.failed = widgets.Dropdown(options=[("failed trials: none", None)], layout=widgets.Layout(width="220px"))
+        self.traceback = widgets.HTML()
+        self.failed.observe(self._show_traceback, "value")
+        table_tab = widgets.VBox([widgets.HBox([self.sort_by, self.descending, self.failed]), self.table,
+                                  self.traceback])
+
+        x_scale, y_scale = bqplot.LinearScale(), bqplot.LinearScale()
+        self.points = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, default_size=16,
+                                     colors=["#8c959f"], tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["#", "value"]))
+        self.best_line = bqplot.Lines(x=[], y=[], scales={"x": x_scale, "y": y_scale}, colors=["#0969da"],
+                                      interpolation="step-after", stroke_width=2)
+        self.history = bqplot.Figure(
+            marks=[self.points, self.best_line],
+            axes=[bqplot.Axis(scale=x_scale, label="trial"),
+                  bqplot.Axis(scale=y_scale, label="value", orientation="vertical", tick_format=".3g")],
+            title="optimisation history", fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
+            layout=widgets.Layout(width="100%", height="300px"),
+        )
+        self.tabs = widgets.Tab(children=[self.history, table_tab])
+        self.tabs.set_title(0, "History")
+        self.tabs.set_title(1, "Trials")
+        self.widget = widgets.VBox([self.header, controls, self.tabs])
+
+        for trial in run.study.get_trials(deepcopy=False):  # the stored history, read once
+            if trial.state.is_finished():
+                self._rows.append(_row(trial, run))
+        self.refresh()
+        self._unsubscribe = run.subscribe(self._on_event)
+        context = contextvars.copy_context()  # Output appends land under the cell that made us
+        self._writer = threading.Thread(target=context.run, args=(self._write_loop,), daemon=True,
+                                        name=f"hpt-dashboard-{run.name}")
+        self._writer.start()
+
+    # --- events (any thread): record, mark dirty; never touch widgets here ---------------
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind == "trial_finished" and event.trial is not None:
+            with self._lock:
+                self._rows.append(_row(event.trial, self.run))
+        self._dirty.set()
+
+    def _control(self, action: Any) -> None:
+        try:
+            action()
+        finally:
+            self._dirty.set()
+
+    # --- the one writer ----------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while not self._closed:
+            self._dirty.wait()
+            self._dirty.clear()
+            self.refresh()
+            if self.run.state in FINAL_STATES and not self.run.is_alive:
+                # Keep serving sort changes and "+N trials" after the end, lightly.
+                self._dirty.wait(1.0)
+                continue
+            time.sleep(self.interval)
+
+    def close(self) -> None:
+        self._closed = True
+        self._unsubscribe()
+        self._dirty.set()
+
+    def refresh(self) -> None:
+        """Bring every widget up to date with the run (called by the writer thread)."""
+        start = time.perf_counter()
+        with self._lock:
+            rows = list(self._rows)
+        self.header.value = self._header_html()
+        paused = self.run.state == PAUSED
+        self.pause_button.description = "Resume" if paused else "Pause"
+        self.pause_button.icon = "play" if paused else "pause"
+        final = self.run.state in FINAL_STATES and not self.run.is_alive
+        self.stop_button.disabled = final
+        self.pause_button.disabled = final
+        self._refresh_plot(rows)
+        self.table.value = self._table_html(rows)
+        failed = [r.number for r in rows if r.state == "fail"]
+        if len(failed) + 1 != len(self.failed.options):
+            self.failed.options = [(f"failed trials: {len(failed)}", None)] + [(f"traceback of #{n}", n) for n in failed]
+        self.refreshes += 1
+        self.refresh_seconds_max = max(self.refresh_seconds_max, time.perf_counter() - start)
+
+    def _header_html(self) -> str:
+        run = self.run
+        colour = _STATE_COLOURS.get(run.state, "#57606a")
+        best = run.best_trial
+        if best is None:
+            best_text = "no complete trial yet"
+        elif run.is_multi_objective:
+            best_text = f"{len(run.study.best_trials)} trials on the Pareto front"
+        else:
+            best_text = f"best <b>{_fmt(best.value)}</b> at trial #{best.number}"
+        budget = f"/{run.budget}" if run.budget is not None else ""
+        eta = run.eta()
+        per_trial = run.sampler_seconds / run.n_run * 1000 if run.n_run else 0.0
+        parts = [
+            f"<b>{html.escape(run.name)}</b>",
+            f"<span style='color:{colour}'>&#9679; {html.escape(run.state)}</span>",
+            f"{html.escape(run.sampler_name)} · {html.escape('/'.join(run.directions))}",
+            f"{run.n_finished}{budget} trials",
+            best_text,
+            f"{run.elapsed:.1f}s" + (f" · ETA {eta:.0f}s" if eta is not None and run.is_alive else ""),
+            f"sampler {per_trial:.1f} ms/trial",
+        ]
+        if run.reason and run.state in FINAL_STATES:
+            parts.append(html.escape(run.reason))
+        return "<div style='font-family:var(--jp-ui-font-family, sans-serif)'>" + " · ".join(parts) + "</div>"
+
+    def _refresh_plot(self, rows: list[Row]) -> None:
+        if self.run.is_multi_objective:
+            complete = [r for r in rows if r.state == "complete"]
+            xs = [float(r.values[0]) for r in complete]
+            ys = [float(r.values[1]) for r in complete]
+            xs, ys = downsample(xs, ys, self.max_points)
+            with self.points.hold_sync():
+                self.points.x, self.points.y = xs, ys
+            return
+        maximize = self.run.directions[0] == "maximize"
+        xs, ys, best_x, best_y, improvements = [], [], [], [], set()
+        best = None
+        for row in sorted((r for r in rows if r.state == "complete"), key=lambda r: r.number):
+            value = row.values[0]
+            xs.append(float(row.number))
+            ys.append(value)
+            if best is None or (value > best if maximize else value < best):
+                best = value
+                improvements.add(len(xs) - 1)
+                best_x.append(float(row.number))
+                best_y.append(value)
+        if xs:  # the best line runs on to the latest trial
+            best_x.append(xs[-1])
+            best_y.append(best)
+        xs, ys = downsample(xs, ys, self.max_points, improvements)
+        with self.points.hold_sync():
+            self.points.x, self.points.y = xs, ys
+        with self.best_line.hold_sync():
+            self.best_line.x, self.best_line.y = best_x, best_y
+
+    def _table_html(self, rows: list[Row]) -> str:
+        run = self.run
+        names: list[str] = []
+        for row in rows[-500:]:
+            names.extend(n for n in row.params if n not in names)
+        score_names = ["value"] if not run.is_multi_objective else [f"value {i}" for i in range(len(run.directions))]
+        key = self.sort_by.value
+        reverse = self.descending.value
+        missing = float("-inf") if reverse else float("inf")
+
+        def sort_key(row: Row) -> float:
+            if key == "#":
+                return row.number
+            if key == "seconds":
+                return row.seconds if row.seconds is not None else missing
+            return row.values[0] if row.values else missing
+
+        shown = sorted(rows, key=sort_key, reverse=reverse)[: self.max_rows]
+        best = run.best_trial
+        best_number = best.number if best is not None else None
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["#", "state", *score_names, *names, "seconds"])
+        body = []
+        for row in shown:
+            cells = [str(row.number), row.state]
+            cells += [_fmt(v) for v in (row.values or (None,) * len(score_names))]
+            cells += [_fmt(row.params.get(n)) for n in names]
+            cells.append(_fmt(row.seconds))
+            style = " style='background:#ddf4ff;font-weight:600'" if row.number == best_number else ""
+            if row.state == "fail":
+                style = " style='color:#cf222e'"
+            body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        note = f"showing {len(shown)} of {len(rows)} trials" if len(rows) > len(shown) else f"{len(rows)} trials"
+        return (f"<div style='max-height:320px;overflow:auto'><table class='hpt-trials'>"
+                f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+                f"<small>{html.escape(note)}</small>")
+
+    def _show_traceback(self, change: dict) -> None:  # main thread: this widget's only writer
+        number = change["new"]
+        if number is None:  # the writer refreshed the options: not a choice of the user's
+            return
+        text = self.run.failure(number)
+        self.traceback.value = f"<pre style='color:#cf222e;white-space:pre-wrap'>{html.escape(text)}</pre>"

@@ -1,0 +1,108 @@
+"""The widget dashboard, judged by the comm messages its widgets really send from a real kernel."""
+
+from __future__ import annotations
+
+import time
+
+SETUP = """
+from IPython.display import display
+from hpt_jupyter import start, tune
+from hpt_jupyter.dashboard import Dashboard
+import time
+"""
+
+PROBE = "<img src=x onerror=alert(1)>"
+
+
+def widget_messages(kernel, msg_id: str) -> tuple[dict, list]:
+    """``({comm_id: model state at open}, [(comm_id, state update), ...])`` sent under a cell."""
+    models, updates = {}, []
+    for msg in kernel.outputs[msg_id]:
+        if msg["msg_type"] == "comm_open":
+            models[msg["content"]["comm_id"]] = msg["content"]["data"]["state"]
+        elif msg["msg_type"] == "comm_msg" and msg["content"]["data"].get("method") == "update":
+            updates.append((msg["content"]["comm_id"], msg["content"]["data"]["state"]))
+    return models, updates
+
+
+def latest(models: dict, updates: list, comm_id: str) -> dict:
+    state = dict(models[comm_id])
+    for cid, update in updates:
+        if cid == comm_id:
+            state.update(update)
+    return state
+
+
+def test_table_and_history_receive_every_trial_and_values_are_escaped(kernel):
+    kernel.run(SETUP)
+    cell = kernel.run(
+        "def objective():\n"
+        "    x = tune.float(0, 1)\n"
+        f"    label = tune.choice([{PROBE!r}, 'plain'])\n"
+        "    return x\n"
+        "run = start(objective, n_trials=40, storage='memory', report=False, name='probe', seed=0, launch=False)\n"
+        "board = Dashboard(run)\n"
+        "display(board.widget)\n"
+        "run.start()\n"
+    )
+    assert cell.error is None, cell.error_text
+    kernel.run("run.wait(); time.sleep(1)")
+    kernel._drain(None, 1.0)
+    models, updates = widget_messages(kernel, cell.msg_id)
+    names = {cid: state.get("_model_name") for cid, state in models.items()}
+    html_models = [cid for cid, name in names.items() if name == "HTMLModel"]
+    table = next(latest(models, updates, cid)["value"] for cid in html_models
+                 if "<table" in latest(models, updates, cid)["value"])
+    assert "40 trials" in table
+    assert "&lt;img src=x onerror=alert(1)&gt;" in table and "<img src=x" not in table
+    scatter = next(cid for cid, name in names.items() if name == "ScatterModel")
+    assert latest(models, updates, scatter)["x"]["shape"] == [40]
+    header = next(latest(models, updates, cid)["value"] for cid in html_models
+                  if "sampler" in latest(models, updates, cid)["value"])
+    assert "40/40 trials" in header and "finished" in header
+
+
+def test_update_messages_are_bounded_by_the_throttle_not_the_trial_count(kernel):
+    kernel.run(SETUP)
+    cell = kernel.run(
+        "run = start(lambda: tune.float(0, 1, name='x'), n_trials=2000, sampler='random', storage='memory',"
+        " report=False, name='many', launch=False)\n"
+        "board = Dashboard(run, interval=0.25)\n"
+        "display(board.widget)\n"
+        "run.start()\n"
+    )
+    assert cell.error is None, cell.error_text
+    kernel.run("run.wait(); time.sleep(1)")
+    kernel._drain(None, 1.0)
+    _, updates = widget_messages(kernel, cell.msg_id)
+    elapsed, refreshes, slowest = kernel.value("(run.elapsed, board.refreshes, board.refresh_seconds_max)")
+    assert kernel.value("run.n_complete") == 2000
+    assert refreshes <= elapsed / 0.25 + 4  # one refresh per interval at most, plus start and end
+    assert len(updates) <= refreshes * 12 < 2000  # a refresh touches at most a dozen models
+    assert slowest < 1.0
+
+
+def test_a_stop_click_sent_as_the_frontend_sends_it_stops_within_one_trial(kernel):
+    kernel.run(SETUP)
+    cell = kernel.run(
+        "def slow():\n"
+        "    time.sleep(0.2)\n"
+        "    return tune.float(0, 1, name='x')\n"
+        "run = start(slow, n_trials=200, storage='memory', report=False, name='clicky', launch=False)\n"
+        "board = Dashboard(run)\n"
+        "display(board.widget)\n"
+        "run.start()\n"
+    )
+    assert cell.error is None, cell.error_text
+    time.sleep(1.0)
+    kernel._drain(None, 0.5)
+    models, _ = widget_messages(kernel, cell.msg_id)
+    stop = next(cid for cid, state in models.items()
+                if state.get("_model_name") == "ButtonModel" and state.get("description") == "Stop")
+    before = kernel.value("run.n_finished")
+    click = kernel.client.session.msg("comm_msg", {"comm_id": stop,
+                                                   "data": {"method": "custom", "content": {"event": "click"}}})
+    kernel.client.shell_channel.send(click)
+    kernel.run("run.wait(10)")
+    state, after = kernel.value("(run.state, run.n_finished)")
+    assert state == "stopped" and after <= before + 2  # the trial running at the click, at most one more
