@@ -95,10 +95,10 @@ class Dashboard:
 
         self.sort_by = widgets.Dropdown(options=["value", "#", "seconds"], value="value", description="sort by",
                                         layout=widgets.Layout(width="220px"))
-        self.descending = widgets.ToggleButton(value=run.directions[0] == "maximize", description="descending",
-                                               icon="sort-amount-desc")
+        self.descending = widgets.ToggleButton(value=run.directions[0] == "maximize")
         self.sort_by.observe(lambda _: self._dirty.set(), "value")
         self.descending.observe(lambda _: self._dirty.set(), "value")
+        self._label_sort_order()
         self.table = widgets.HTML()
         self.failed = widgets.Dropdown(options=[("failed trials: none", None)], layout=widgets.Layout(width="220px"))
         self.traceback = widgets.HTML()
@@ -178,12 +178,18 @@ class Dashboard:
         self.stop_button.disabled = final
         self.pause_button.disabled = final
         self._refresh_plot(rows)
+        self._label_sort_order()
         self.table.value = self._table_html(rows)
         failed = [r.number for r in rows if r.state == "fail"]
         if len(failed) + 1 != len(self.failed.options):
             self.failed.options = [(f"failed trials: {len(failed)}", None)] + [(f"traceback of #{n}", n) for n in failed]
         self.refreshes += 1
         self.refresh_seconds_max = max(self.refresh_seconds_max, time.perf_counter() - start)
+
+    def _label_sort_order(self) -> None:
+        descending = self.descending.value
+        self.descending.description = "descending" if descending else "ascending"
+        self.descending.icon = "sort-amount-desc" if descending else "sort-amount-asc"
 
     def _header_html(self) -> str:
         run = self.run

@@ -1,0 +1,128 @@
+"""The dashboard in a real JupyterLab, driven in headless Chromium (Debian's package) by Playwright.
+
+Playwright cannot download its own browser here, so it launches /usr/bin/chromium, which
+.ci/run installs with apt-get. Assertions are on the DOM, never on pixels; screenshots go
+to test-artifacts/ for people to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+TOKEN = "hpt-test-token"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 serving a temp folder."""
+    root = tmp_path_factory.mktemp("lab")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(root / "lab.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         "--LabApp.extension_manager=readonly"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("JupyterLab did not start:\n" + (root / "lab.log").read_text()[-3000:])
+            time.sleep(0.3)
+    yield url, root
+    server.terminate()
+    server.wait(30)
+
+
+@pytest.fixture
+def page():
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)"
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.console_errors = []
+        page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
+        yield page
+        browser.close()
+
+
+def _notebook(path: Path, cells: list[str]) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def _run_all(page, url: str, name: str) -> None:
+    page.goto(f"{url}/lab/tree/{name}?token={TOKEN}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)  # the kernel is up
+    news = page.locator(".jp-Notification-Toast button:has-text('No')")  # "get notified of news?"
+    if news.count():
+        news.first.click()
+    page.click("li.lm-MenuBar-item:has-text('Run')")
+    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+
+
+def test_dashboard_renders_fills_and_stops_in_jupyterlab(lab, page):
+    url, root = lab
+    _notebook(root / "board.ipynb", [
+        "%load_ext hpt_jupyter\nfrom IPython.display import display\nfrom hpt_jupyter import start, tune\n"
+        "from hpt_jupyter.dashboard import Dashboard\nimport time",
+        "def slow():\n    time.sleep(0.15)\n    x = tune.float(-2, 2)\n"
+        "    label = tune.choice(['<img src=x onerror=alert(1)>', 'plain'])\n    return (x - 0.5) ** 2\n"
+        "run = start(slow, n_trials=400, storage='memory', report=False, name='browser', seed=0, launch=False)\n"
+        "board = Dashboard(run)\ndisplay(board.widget)\nrun.start()",
+    ])
+    _run_all(page, url, "board.ipynb")
+
+    # The history fills: one dot per complete trial, and the best-so-far line.
+    page.wait_for_function("document.querySelectorAll('.bqplot path.dot').length >= 15", timeout=60_000)
+    assert page.get_attribute(".bqplot path.line", "d")
+    header = page.locator(".widget-html-content", has_text="sampler")
+    assert "running" in header.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "dashboard-history.png"))
+
+    # The table fills, and the HTML probe shows as text, not as an element.
+    page.click(".lm-TabBar-tab:has-text('Trials')")
+    page.wait_for_function("document.querySelectorAll('table.hpt-trials tbody tr').length >= 15", timeout=30_000)
+    cells = page.eval_on_selector_all("table.hpt-trials td", "els => els.map(e => e.textContent)")
+    assert "<img src=x onerror=alert(1)>" in cells
+    assert page.eval_on_selector_all("table.hpt-trials img", "els => els.length") == 0
+    page.screenshot(path=str(ARTIFACTS / "dashboard-trials.png"))
+
+    # Stop from the button: the state changes in the header.
+    page.click("button:has-text('Stop')")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.widget-html-content')].some(e => e.textContent.includes('● stopped'))",
+        timeout=15_000)
+    text = header.inner_text()
+    finished = int(text.split(" trials")[0].split("·")[-1].split("/")[0])
+    assert 15 <= finished < 400
+    page.screenshot(path=str(ARTIFACTS / "dashboard-stopped.png"))
+    assert page.console_errors == [], page.console_errors
