@@ -77,6 +77,7 @@ class Dashboard:
         self.refresh_seconds_max = 0.0
         self._rows: list[Row] = []
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()  # one refresh at a time, whichever thread asks
         self._dirty = threading.Event()
         self._closed = False
 
@@ -154,11 +155,8 @@ class Dashboard:
             self._dirty.wait()
             self._dirty.clear()
             self.refresh()
-            if self.run.state in FINAL_STATES and not self.run.is_alive:
-                # Keep serving sort changes and "+N trials" after the end, lightly.
-                self._dirty.wait(1.0)
-                continue
-            time.sleep(self.interval)
+            if not (self.run.state in FINAL_STATES and not self.run.is_alive):
+                time.sleep(self.interval)  # the throttle; an ended run waits for a sort or "+N" instead
 
     def close(self) -> None:
         self._closed = True
@@ -166,7 +164,13 @@ class Dashboard:
         self._dirty.set()
 
     def refresh(self) -> None:
-        """Bring every widget up to date with the run (called by the writer thread)."""
+        """Bring every widget up to date with the run. The writer thread calls it; the kernel's
+        main thread calls it once more when the study's values are injected, so that the final
+        state also goes out under the cell then running (batch runners record only that)."""
+        with self._refreshing:
+            self._refresh()
+
+    def _refresh(self) -> None:
         start = time.perf_counter()
         with self._lock:
             rows = list(self._rows)
@@ -213,9 +217,12 @@ class Dashboard:
             f"{run.elapsed:.1f}s" + (f" · ETA {eta:.0f}s" if eta is not None and run.is_alive else ""),
             f"sampler {per_trial:.1f} ms/trial",
         ]
+        if run.n_failed:
+            parts.insert(4, f"<span style='color:#cf222e'>{run.n_failed} failed</span>")
         if run.reason and run.state in FINAL_STATES:
             parts.append(html.escape(run.reason))
-        return "<div style='font-family:var(--jp-ui-font-family, sans-serif)'>" + " · ".join(parts) + "</div>"
+        return ("<div style='font-family:var(--jp-ui-font-family, sans-serif)'>" + " · ".join(parts)
+                + f"<div style='color:#57606a;font-size:smaller'>{html.escape(run.opened)}</div></div>")
 
     def _refresh_plot(self, rows: list[Row]) -> None:
         if self.run.is_multi_objective:

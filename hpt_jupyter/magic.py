@@ -112,6 +112,7 @@ class Coordinator:
         self._executing = False
         self._pending: list[Run] = []
         self.watched: dict[str, tuple[Run, bool, bool]] = {}  # name -> (run, inject, refit)
+        self.views: dict[str, Any] = {}  # name -> its live dashboard, refreshed on injection
 
     # -- IPython events --
     def pre_execute(self) -> None:
@@ -150,10 +151,13 @@ class Coordinator:
                 self._pending.remove(run)
                 self._inject(run)
 
-    def _inject_pending(self) -> None:
+    def _inject_pending(self) -> None:  # main thread, between cells
         pending, self._pending = self._pending, []
         for run in pending:
             self._inject(run)
+            view = self.views.get(run.name)
+            if view is not None:
+                view.refresh()
 
     def _inject(self, run: Run) -> None:
         _, inject, refit = self.watched.get(run.name, (run, False, False))
@@ -251,6 +255,7 @@ class TuneMagics(Magics):
     def __init__(self, shell: Any, coordinator: Coordinator) -> None:
         super().__init__(shell)
         self.coordinator = coordinator
+        self.dashboards: dict[str, Any] = {}  # study name -> its live Dashboard
 
     @line_cell_magic
     def tune(self, line: str, cell: str | None = None) -> None:
@@ -278,14 +283,29 @@ class TuneMagics(Magics):
             cell, shell.user_ns, filename=f"<tune cell In[{shell.execution_count}]>",
             source=f"%%tune {line}\n{cell}", first_line=first_line, transform=lambda _: transformed,
         )
+        # In a kernel the view is the widget dashboard; elsewhere (terminal IPython) the text one.
+        dashboard = not args.quiet and getattr(shell, "kernel", None) is not None
         run = start(
             compiled, n_trials=args.n_trials, timeout=args.timeout, direction=args.direction,
             sampler=args.sampler, seed=args.seed, name=args.name, storage=args.storage,
             mode=args.mode or "auto", target=args.target, max_failures=args.max_failures or None,
-            report=not args.quiet, launch=False,
+            report=not args.quiet and not dashboard, launch=False,
         )
         self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
+        if dashboard:
+            self._show_dashboard(run)
         run.start()
+
+    def _show_dashboard(self, run: Run) -> None:
+        from IPython.display import display
+
+        from .dashboard import Dashboard  # ipywidgets and bqplot load only where they are shown
+
+        previous = self.dashboards.pop(run.name, None)
+        if previous is not None:
+            previous.close()
+        board = self.dashboards[run.name] = self.coordinator.views[run.name] = Dashboard(run)
+        display(board.widget)
 
     def _run_named(self, name: str | None) -> Run:
         if name is None:

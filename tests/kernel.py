@@ -39,6 +39,7 @@ class Kernel:
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
         self.outputs: dict[str, list[dict]] = defaultdict(list)  # parent msg_id -> iopub messages
+        self.arrived: list[dict] = []  # every iopub message, in arrival order
 
     @property
     def pid(self) -> int:
@@ -52,6 +53,7 @@ class Kernel:
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
         self.outputs = defaultdict(list)
+        self.arrived = []
 
     def _drain(self, until_idle_of: str | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -64,11 +66,10 @@ class Kernel:
             try:
                 msg = self.client.get_iopub_msg(timeout=min(remaining, 0.2))
             except queue.Empty:
-                if until_idle_of is None:
-                    return
-                continue
+                continue  # without a cell to wait for, collect for the whole period
             parent = msg["parent_header"].get("msg_id", "")
             self.outputs[parent].append(msg)
+            self.arrived.append(msg)
             if (until_idle_of is not None and parent == until_idle_of and msg["msg_type"] == "status"
                     and msg["content"]["execution_state"] == "idle"):
                 return
@@ -112,6 +113,25 @@ class Kernel:
         """Output that a cell's background thread sent after the cell returned."""
         self._drain(None, wait)
         return self.reply(msg_id)
+
+    def widgets(self, msg_id: str, settle: float = 0.5) -> dict[str, dict]:
+        """The latest state of every widget a cell opened: ``{comm_id: state}``, from the
+        comm_open and update messages the kernel really sent, under any cell (a frontend
+        applies a widget's updates whichever cell was running when they were sent)."""
+        self._drain(None, settle)
+        states: dict[str, dict] = {}
+        for msg in self.outputs[msg_id]:
+            if msg["msg_type"] == "comm_open":
+                states[msg["content"]["comm_id"]] = dict(msg["content"]["data"]["state"])
+        for msg in self.arrived:
+            content = msg["content"]
+            if (msg["msg_type"] == "comm_msg" and content.get("comm_id") in states
+                    and content["data"].get("method") == "update"):
+                states[content["comm_id"]].update(content["data"]["state"])
+        return states
+
+    def html_widgets(self, msg_id: str, settle: float = 0.5) -> list[str]:
+        return [s["value"] for s in self.widgets(msg_id, settle).values() if s.get("_model_name") == "HTMLModel"]
 
     def value(self, expression: str, timeout: float = 120):
         """Evaluate ``expression`` in the kernel and return it (via repr/literal_eval)."""

@@ -35,13 +35,14 @@ def test_cells_run_during_a_study_unless_they_use_a_tuned_name(kernel):
     best = kernel.value("(tune.last.state, tune.last.n_finished, tune.last.best_params)")
     assert best[:2] == ("finished", 12)
     assert (float(a), k) == (best[2]["a"], best[2]["k"])
-    # The progress and the final table went under the %%tune cell, not under later cells.
-    later = kernel.later_output(tune_cell.msg_id)
-    assert "Top 5 trials:" in later.stdout and "Top 5 trials:" not in uses.stdout
+    # The live view is the tune cell's dashboard, kept up to date after the cell returned.
+    header = next(h for h in kernel.html_widgets(tune_cell.msg_id, 1.0) if "sampler" in h)
+    assert "12/12 trials" in header and "finished" in header
+    assert not any(m["msg_type"] == "comm_open" for m in kernel.outputs[uses.msg_id])
 
 
 def test_nothing_is_injected_while_another_cell_executes(kernel):
-    assert kernel.run(SLOW_CELL.format(n=4, sleep=0.05)).error is None
+    assert kernel.run(SLOW_CELL.format(n=8, sleep=0.1)).error is None
     # This cell does not use the tuned names, so it runs at once; the study ends during it.
     busy = kernel.run("import time\nbefore = 'a' in globals()\ntime.sleep(2)\n"
                       "print(before, 'a' in globals(), tune.last.state)")
@@ -76,10 +77,11 @@ def test_list_shows_stored_studies_and_creates_no_store(kernel, tmp_path):
 
 
 def test_line_magics(kernel):
-    assert kernel.run(SLOW_CELL.format(n=6, sleep=0.01)).error is None
-    waited = kernel.run("%tune wait\nprint('A', a)")
-    assert waited.error is None and "Injected a=" in waited.stdout
-    assert float(waited.stdout.split("A ")[1]) == kernel.value("tune.last.best_params['a']")
+    tune_cell = kernel.run(SLOW_CELL.format(n=6, sleep=0.01))
+    assert tune_cell.error is None
+    waited = kernel.run("%tune wait\nprint('VALUE_OF_A', a)")
+    assert waited.error is None and "Injected a=" in kernel.later_output(tune_cell.msg_id).stdout + waited.stdout
+    assert float(waited.stdout.split("VALUE_OF_A ")[1]) == kernel.value("tune.last.best_params['a']")
     status = kernel.run("%tune status slow")
     assert "slow: finished" in status.stdout and "Top 5 trials:" in status.stdout
     listing = kernel.run("%tune list")
@@ -211,8 +213,11 @@ def test_failing_trial_traceback_points_at_the_cells_own_line(kernel):
     assert ", line 4, in <tune cell>" in text  # line 1 is %%tune
     assert "raise ValueError(f'x too big: {x:.2f}')" in text and "ValueError: x too big" in text
     assert "hpt_jupyter" not in text
-    later = kernel.later_output(reply.msg_id)
-    assert f"trial {failed[0]} failed: ValueError: x too big" in later.stdout and "(line 4)" in later.stdout
+    board = kernel.widgets(reply.msg_id, 1.0).values()
+    header = next(s["value"] for s in board if s.get("_model_name") == "HTMLModel" and "sampler" in s["value"])
+    assert f"{len(failed)} failed" in header
+    picker = next(s for s in board if s.get("_model_name") == "DropdownModel" and "failed trials" in str(s))
+    assert f"traceback of #{failed[0]}" in picker["_options_labels"]
 
 
 def test_same_seed_same_trials_and_exactly_optunas_tpe(kernel):
@@ -243,7 +248,8 @@ def test_conditional_injection_and_refit(kernel):
     )
     assert reply.error is None
     after = kernel.run("print(repr((C, kernel, gamma, model)))")
-    assert "Refit: the cell ran once more" in after.stdout
+    # Injected after the tune cell if the study ended during it, else before this cell.
+    assert "Refit: the cell ran once more" in kernel.later_output(reply.msg_id).stdout + after.stdout
     C, kern, gamma, model = eval(after.stdout.strip().splitlines()[-1])
     best = kernel.value("tune.last.best_params")
     assert kern == "linear" and gamma == "scale"  # exactly what the best trial's cell assigned
@@ -277,8 +283,8 @@ def test_kill_the_kernel_mid_study_and_resume(kernel, tmp_path):
     reply = kernel.run(cell.format(mode="--resume"))
     assert reply.error is None, reply.error_text
     kernel.run("%tune wait")
-    later = kernel.later_output(reply.msg_id)
-    assert "resumed from" in later.stdout and f"trial {interrupted[0]} was cut off by a kernel restart" in later.stdout
+    header = next(h for h in kernel.html_widgets(reply.msg_id) if "sampler" in h)
+    assert "resumed from" in header and f"trial {interrupted[0]} was cut off by a kernel restart" in header
 
     after = optuna.load_study(study_name="crash", storage=store).trials
     assert {t.number: (t.params, t.value) for t in after if t.number in completed} == completed

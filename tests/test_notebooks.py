@@ -47,6 +47,15 @@ def test_quickstart_runs_headless_and_later_cells_see_the_best_values(tmp_path):
     assert len(optuna.load_study(study_name="svc", storage=JournalStorage(
         JournalFileBackend(str(tmp_path / "hpt_studies.journal")))).trials) == 30
 
+    # The saved notebook keeps the dashboard's final state, readable on reopening.
+    saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    header = next(m["state"]["value"] for m in saved.values()
+                  if m["model_name"] == "HTMLModel" and "sampler" in m["state"].get("value", ""))
+    assert "30/30 trials" in header and "finished" in header and f"{best.value:.6g}" in header
+    table = next(m["state"]["value"] for m in saved.values()
+                 if m["model_name"] == "HTMLModel" and "hpt-trials" in m["state"].get("value", ""))
+    assert "30 trials" in table
+
 
 SMALL = [
     nbformat.v4.new_code_cell("%load_ext hpt_jupyter"),
