@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import html
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .run import FINAL_STATES, PAUSED, Event, Run
 
+logger = logging.getLogger("hpt_jupyter")
 _STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "stopping": "#9a6700", "stopped": "#57606a",
                   "finished": "#0969da", "failed": "#cf222e", "ready": "#57606a"}
 
@@ -35,6 +37,7 @@ class Row:
     values: tuple[float, ...] | None
     params: dict[str, Any]
     seconds: float | None
+    intermediate: tuple[tuple[int, float], ...] = ()
 
 
 def _row(trial: FrozenTrial, run: Run) -> Row:
@@ -42,7 +45,8 @@ def _row(trial: FrozenTrial, run: Run) -> Row:
     if trial.datetime_start and trial.datetime_complete:
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
     values = tuple(trial.values) if trial.values is not None else None
-    return Row(trial.number, trial.state.name.lower(), values, run._decoded(trial.params), seconds)
+    return Row(trial.number, trial.state.name.lower(), values, run._decoded(trial.params), seconds,
+               tuple(sorted(trial.intermediate_values.items())))
 
 
 def _fmt(value: Any) -> str:
@@ -51,6 +55,19 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def _scale_column(values: list) -> list[float]:
+    """A parallel-coordinates axis: numbers scaled to [0, 1], categories spread evenly, NaN for
+    a knob a trial did not have (a conditional one)."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        low, high = min(present), max(present)
+        span = (high - low) or 1.0
+        return [float("nan") if v is None else (v - low) / span for v in values]
+    labels = sorted({str(v) for v in present})
+    spread = max(len(labels) - 1, 1)
+    return [float("nan") if v is None else labels.index(str(v)) / spread for v in values]
 
 
 def downsample(xs: list[float], ys: list[float], limit: int, keep: set[int] | None = None) -> tuple[list, list]:
@@ -112,21 +129,78 @@ class Dashboard:
                                      colors=["#8c959f"], tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["#", "value"]))
         self.best_line = bqplot.Lines(x=[], y=[], scales={"x": x_scale, "y": y_scale}, colors=["#0969da"],
                                       interpolation="step-after", stroke_width=2)
+        self.front = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, default_size=32,
+                                    colors=["#0969da"])
         self.history = bqplot.Figure(
-            marks=[self.points, self.best_line],
+            marks=[self.points, self.best_line, self.front],
             axes=[bqplot.Axis(scale=x_scale, label="trial"),
                   bqplot.Axis(scale=y_scale, label="value", orientation="vertical", tick_format=".3g")],
             title="optimisation history", fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
             layout=widgets.Layout(width="100%", height="300px"),
         )
-        self.tabs = widgets.Tab(children=[self.history, table_tab])
-        self.tabs.set_title(0, "History")
-        self.tabs.set_title(1, "Trials")
-        self.widget = widgets.VBox([self.header, controls, self.tabs])
-
         for trial in run.study.get_trials(deepcopy=False):  # the stored history, read once
             if trial.state.is_finished():
                 self._rows.append(_row(trial, run))
+        known = list(run.cell.param_names) if run.cell is not None else []
+        for row in self._rows:
+            known.extend(n for n in row.params if n not in known)
+        self.slices = {name: self._slice_figure(name) for name in known}
+        self.other_param = widgets.Dropdown(options=[], description="parameter",
+                                            layout=widgets.Layout(width="260px"))
+        self.other_param.observe(lambda _: self._dirty.set(), "value")
+        self.other_slice = self._slice_figure(None)
+        self.other_box = widgets.VBox([self.other_param, self.other_slice["figure"]],
+                                      layout=widgets.Layout(display="none"))
+        slices_tab = widgets.VBox([
+            widgets.GridBox([s["figure"] for s in self.slices.values()],
+                            layout=widgets.Layout(grid_template_columns="repeat(auto-fill, minmax(320px, 1fr))")),
+            self.other_box,
+        ])
+
+        self.parallel_scale_x = bqplot.OrdinalScale()
+        self.parallel_colour = bqplot.ColorScale(scheme="viridis" if run.directions[0] == "maximize" else "viridis_r")
+        self.parallel_lines = bqplot.Lines(x=[], y=[], scales={"x": self.parallel_scale_x, "y": bqplot.LinearScale(
+            min=0, max=1), "color": self.parallel_colour}, opacities=[0.5], stroke_width=1)
+        self.parallel = bqplot.Figure(
+            marks=[self.parallel_lines], axes=[bqplot.Axis(scale=self.parallel_scale_x, label="")],
+            title="parallel coordinates (each range scaled to 0-1; colour: value)",
+            fig_margin={"top": 40, "bottom": 40, "left": 20, "right": 20},
+            layout=widgets.Layout(width="100%", height="300px"))
+
+        step_x, step_y = bqplot.LinearScale(), bqplot.LinearScale()
+        self.intermediate_lines = bqplot.Lines(x=[], y=[], scales={"x": step_x, "y": step_y}, opacities=[0.6],
+                                               stroke_width=1)
+        self.intermediate = bqplot.Figure(
+            marks=[self.intermediate_lines],
+            axes=[bqplot.Axis(scale=step_x, label="step"),
+                  bqplot.Axis(scale=step_y, label="reported value", orientation="vertical", tick_format=".3g")],
+            title="intermediate values (tune.trial.report), latest 50 trials",
+            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
+            layout=widgets.Layout(width="100%", height="300px"))
+
+        bar_x, bar_y = bqplot.OrdinalScale(), bqplot.LinearScale(min=0)
+        self.importance_bars = bqplot.Bars(x=[], y=[], scales={"x": bar_x, "y": bar_y}, colors=["#0969da"])
+        self.importance = bqplot.Figure(
+            marks=[self.importance_bars],
+            axes=[bqplot.Axis(scale=bar_x), bqplot.Axis(scale=bar_y, orientation="vertical", tick_format=".2f")],
+            title="parameter importance (Optuna's evaluator; computed when the study ends)",
+            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
+            layout=widgets.Layout(width="100%", height="300px"))
+        self.importance_note = widgets.HTML()
+        self._importance_for: int | None = None  # number of complete trials it was computed for
+
+        tabs = [("History" if not run.is_multi_objective else "Pareto front", self.history),
+                ("Trials", table_tab), ("Slices", slices_tab), ("Parallel", self.parallel),
+                ("Intermediate", self.intermediate),
+                ("Importance", widgets.VBox([self.importance_note, self.importance]))]
+        # Only the chosen page is attached: a bqplot figure hidden in a Tab has no width and
+        # draws negative-size rectangles (console errors in Chromium).
+        self.pages = dict(tabs)
+        self.page_picker = widgets.ToggleButtons(options=list(self.pages), value=tabs[0][0],
+                                                 style={"button_width": "110px"})
+        self.page = widgets.Box([tabs[0][1]], layout=widgets.Layout(width="100%"))
+        self.page_picker.observe(self._show_page, "value")
+        self.widget = widgets.VBox([self.header, controls, self.page_picker, self.page])
         self.refresh()
         self._unsubscribe = run.subscribe(self._on_event)
         context = contextvars.copy_context()  # Output appends land under the cell that made us
@@ -154,7 +228,12 @@ class Dashboard:
         while not self._closed:
             self._dirty.wait()
             self._dirty.clear()
-            self.refresh()
+            try:
+                self.refresh()
+                if self.run.state in FINAL_STATES and not self.run.is_alive:
+                    self._compute_importance()
+            except Exception:  # a view bug must not freeze the view: say so, keep serving
+                logger.exception("hpt_jupyter: refreshing the dashboard of %r failed", self.run.name)
             if not (self.run.state in FINAL_STATES and not self.run.is_alive):
                 time.sleep(self.interval)  # the throttle; an ended run waits for a sort or "+N" instead
 
@@ -182,6 +261,10 @@ class Dashboard:
         self.stop_button.disabled = final
         self.pause_button.disabled = final
         self._refresh_plot(rows)
+        self._refresh_slices(rows)
+        self._refresh_parallel(rows)
+        self._refresh_intermediate(rows)
+        self._note_importance(rows)
         self._label_sort_order()
         self.table.value = self._table_html(rows)
         failed = [r.number for r in rows if r.state == "fail"]
@@ -189,6 +272,144 @@ class Dashboard:
             self.failed.options = [(f"failed trials: {len(failed)}", None)] + [(f"traceback of #{n}", n) for n in failed]
         self.refreshes += 1
         self.refresh_seconds_max = max(self.refresh_seconds_max, time.perf_counter() - start)
+
+    # --- small multiples and friends ----------------------------------------------------
+
+    def _slice_figure(self, name: str | None) -> dict:
+        """One slice plot (score against a knob's value); made on the main thread."""
+        param = self.run.space.get(name) if name else None
+        if param is None and name and self.run.cell is not None:
+            declared = {d.name: d.param for d in self.run.cell.declarations}
+            param = declared.get(name)
+        kind = type(param).__name__ if param is not None else None
+        if kind == "ChoiceParam":
+            x_scale = bqplot.OrdinalScale()
+        elif getattr(param, "log", False):
+            x_scale = bqplot.LogScale()
+        else:
+            x_scale = bqplot.LinearScale()
+        y_scale = bqplot.LinearScale()
+        points = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, default_size=12, colors=["#0969da"],
+                                default_opacities=[0.6])
+        figure = bqplot.Figure(
+            marks=[points], title=name or "",
+            axes=[bqplot.Axis(scale=x_scale, label=name or "", tick_format=None if kind == "ChoiceParam" else ".3g"),
+                  bqplot.Axis(scale=y_scale, orientation="vertical", tick_format=".3g")],
+            fig_margin={"top": 30, "bottom": 40, "left": 50, "right": 10},
+            layout=widgets.Layout(width="100%", height="220px"))
+        return {"figure": figure, "points": points, "categorical": kind == "ChoiceParam"}
+
+    def _slice_data(self, rows: list[Row], name: str, categorical: bool) -> tuple[list, list]:
+        xs, ys, keep = [], [], set()
+        maximize = self.run.directions[0] == "maximize"
+        best = None
+        for row in rows:
+            if row.state != "complete" or name not in row.params:
+                continue
+            value = row.params[name]
+            xs.append(str(value) if categorical or not isinstance(value, (int, float)) else float(value))
+            ys.append(float(row.values[0]))
+            if best is None or (ys[-1] > best if maximize else ys[-1] < best):
+                best = ys[-1]
+                keep.add(len(xs) - 1)
+        return downsample(xs, ys, self.max_points, keep)
+
+    def _refresh_slices(self, rows: list[Row]) -> None:
+        if self.run.is_multi_objective:
+            return
+        for name, plot in self.slices.items():
+            xs, ys = self._slice_data(rows, name, plot["categorical"])
+            with plot["points"].hold_sync():
+                plot["points"].x, plot["points"].y = xs, ys
+        others = sorted({n for r in rows[-200:] for n in r.params} - set(self.slices))
+        if others:
+            if list(self.other_param.options) != others:
+                self.other_param.options = others
+            self.other_box.layout.display = "flex"
+            name = self.other_param.value or others[0]
+            xs, ys = self._slice_data(rows, name, categorical=False)
+            title = name
+            if any(not isinstance(x, float) for x in xs):  # categories on this linear axis: codes
+                labels = sorted({str(x) for x in xs})
+                xs = [float(labels.index(str(x))) for x in xs]
+                title = f"{name}: " + ", ".join(f"{i}={label}" for i, label in enumerate(labels))
+            with self.other_slice["points"].hold_sync():
+                self.other_slice["points"].x, self.other_slice["points"].y = xs, ys
+            self.other_slice["figure"].title = title
+
+    def _refresh_parallel(self, rows: list[Row], limit: int = 300) -> None:
+        if self.run.is_multi_objective:
+            return
+        complete = [r for r in rows if r.state == "complete"]
+        if not complete:
+            return
+        maximize = self.run.directions[0] == "maximize"
+        ranked = sorted(complete, key=lambda r: r.values[0], reverse=maximize)
+        chosen = ranked[: limit // 3] + ranked[limit // 3:][:: max(1, len(ranked) // limit)]
+        chosen = chosen[:limit]
+        names = []
+        for row in chosen:
+            names.extend(n for n in row.params if n not in names)
+        axes = names + ["value"]
+        columns: dict[str, list] = {}
+        for name in names:
+            columns[name] = [row.params.get(name) for row in chosen]
+        columns["value"] = [row.values[0] for row in chosen]
+        scaled = {name: _scale_column(values) for name, values in columns.items()}
+        lines = [[scaled[name][i] for name in axes] for i in range(len(chosen))]
+        with self.parallel_lines.hold_sync():
+            self.parallel_lines.x = axes
+            self.parallel_lines.y = lines
+            self.parallel_lines.color = columns["value"]
+
+    def _refresh_intermediate(self, rows: list[Row], limit: int = 50) -> None:
+        reported = [r for r in rows if r.intermediate][-limit:]
+        if not reported:
+            return
+        steps = sorted({step for r in reported for step, _ in r.intermediate})
+        index = {step: i for i, step in enumerate(steps)}
+        lines = []
+        for row in reported:
+            line = [float("nan")] * len(steps)
+            for step, value in row.intermediate:
+                line[index[step]] = value
+            lines.append(line)
+        with self.intermediate_lines.hold_sync():
+            self.intermediate_lines.x = [float(s) for s in steps]
+            self.intermediate_lines.y = lines
+
+    def _note_importance(self, rows: list[Row]) -> None:
+        complete = sum(r.state == "complete" for r in rows)
+        if self.run.is_multi_objective:
+            self.importance_note.value = "Importance is shown for single-objective studies."
+        elif complete < 10:
+            self.importance_note.value = f"Needs at least 10 complete trials ({complete} so far)."
+        elif self._importance_for is None:
+            self.importance_note.value = "Computed when the study ends."
+
+    def _compute_importance(self) -> None:
+        """Optuna's evaluator (fANOVA) takes a second or more, so it runs once, when the study
+        ends, in the writer thread and outside any refresh."""
+        run = self.run
+        complete = run.n_complete
+        if run.is_multi_objective or complete < 10 or complete == self._importance_for:
+            return
+        self._importance_for = complete
+        try:
+            import optuna
+
+            importances = optuna.importance.get_param_importances(run.study)
+        except Exception as error:  # noqa: BLE001 - e.g. a space the evaluator cannot handle
+            self.importance_note.value = f"Importance unavailable: {html.escape(str(error))}"
+            return
+        with self._refreshing:
+            with self.importance_bars.hold_sync():
+                self.importance_bars.x = list(importances)
+                self.importance_bars.y = [float(v) for v in importances.values()]
+            self.importance_note.value = f"From {complete} complete trials."
+
+    def _show_page(self, change: dict) -> None:  # main thread: the page box's only writer
+        self.page.children = [self.pages[change["new"]]]
 
     def _label_sort_order(self) -> None:
         descending = self.descending.value
@@ -230,8 +451,12 @@ class Dashboard:
             xs = [float(r.values[0]) for r in complete]
             ys = [float(r.values[1]) for r in complete]
             xs, ys = downsample(xs, ys, self.max_points)
+            front = [t for t in self.run.study.best_trials] if complete else []
             with self.points.hold_sync():
                 self.points.x, self.points.y = xs, ys
+            with self.front.hold_sync():
+                self.front.x = [float(t.values[0]) for t in front]
+                self.front.y = [float(t.values[1]) for t in front]
             return
         maximize = self.run.directions[0] == "maximize"
         xs, ys, best_x, best_y, improvements = [], [], [], [], set()

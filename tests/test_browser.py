@@ -109,7 +109,7 @@ def test_dashboard_renders_fills_and_stops_in_jupyterlab(lab, page):
     page.screenshot(path=str(ARTIFACTS / "dashboard-history.png"))
 
     # The table fills, and the HTML probe shows as text, not as an element.
-    page.click(".lm-TabBar-tab:has-text('Trials')")
+    page.click(".widget-toggle-button:has-text('Trials')")
     page.wait_for_function("document.querySelectorAll('table.hpt-trials tbody tr').length >= 15", timeout=30_000)
     cells = page.eval_on_selector_all("table.hpt-trials td", "els => els.map(e => e.textContent)")
     assert "<img src=x onerror=alert(1)>" in cells
@@ -125,4 +125,11 @@ def test_dashboard_renders_fills_and_stops_in_jupyterlab(lab, page):
     finished = int(text.split(" trials")[0].split("·")[-1].split("/")[0])
     assert 15 <= finished < 400
     page.screenshot(path=str(ARTIFACTS / "dashboard-stopped.png"))
+
+    # Every other page draws its marks; none logs an error.
+    for name, selector in [("Slices", ".bqplot path.dot"), ("Parallel", ".bqplot path.line"),
+                           ("Importance", ".bqplot rect.bar"), ("History", ".bqplot path.dot")]:
+        page.click(f".widget-toggle-button:has-text('{name}')")
+        page.wait_for_selector(selector, timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-{name.lower()}.png"))
     assert page.console_errors == [], page.console_errors

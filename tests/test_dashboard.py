@@ -106,3 +106,54 @@ def test_a_stop_click_sent_as_the_frontend_sends_it_stops_within_one_trial(kerne
     kernel.run("run.wait(10)")
     state, after = kernel.value("(run.state, run.n_finished)")
     assert state == "stopped" and after <= before + 2  # the trial running at the click, at most one more
+
+
+def _states_by_model(kernel, msg_id: str) -> dict[str, list[dict]]:
+    by_model: dict[str, list[dict]] = {}
+    for state in kernel.widgets(msg_id, 1.0).values():
+        by_model.setdefault(state.get("_model_name"), []).append(state)
+    return by_model
+
+
+def test_slices_parallel_intermediate_and_importance_receive_the_trials(kernel):
+    kernel.run(SETUP)
+    cell = kernel.run(
+        "%%tune -n 30 --seed 0 --storage memory --name plots\n"
+        "lr = tune.float(1e-4, 1e-1, log=True)\n"
+        "kind = tune.choice(['a', 'b'])\n"
+        "for step in range(3):\n"
+        "    tune.trial.report(lr * (3 - step), step)\n"
+        "abs(lr - 0.01) + (kind == 'b')\n"
+    )
+    assert cell.error is None, cell.error_text
+    kernel.run("%tune wait plots\ntime.sleep(3)")  # importance is computed when the study ends
+    models = _states_by_model(kernel, cell.msg_id)
+    scatters = models["ScatterModel"]
+    # history + one slice per knob (+ the run-time-knob figure and the Pareto marks, empty here)
+    sizes = sorted(s["x"]["shape"][0] if isinstance(s["x"], dict) else len(s["x"]) for s in scatters)
+    assert sizes.count(30) == 3  # history, slice of lr, slice of kind
+    scales = {s["_model_name"] for s in models["LogScaleModel"]}
+    assert scales == {"LogScaleModel"}  # lr's slice is on a log axis
+    lines = models["LinesModel"]
+    parallel = next(s for s in lines if s.get("x") == ["lr", "kind", "value"])
+    assert parallel["y"]["shape"] == [30, 3]
+    intermediate = next(s for s in lines if isinstance(s.get("x"), dict) and s["x"]["shape"] == [3])
+    assert intermediate["y"]["shape"] == [30, 3]  # 3 reported steps for each of 30 trials
+    bars = models["BarsModel"][0]
+    assert sorted(bars["x"]) == ["kind", "lr"]
+    assert "From 30 complete trials." in "".join(s["value"] for s in models["HTMLModel"])
+
+
+def test_pareto_front_for_several_objectives(kernel):
+    kernel.run(SETUP)
+    cell = kernel.run(
+        "%%tune -n 20 --seed 0 --storage memory --name mo --direction minimize minimize\n"
+        "x = tune.float(0, 1)\n"
+        "x, (1 - x) ** 2\n"
+    )
+    assert cell.error is None, cell.error_text
+    kernel.run("%tune wait mo\ntime.sleep(1)")
+    front = kernel.value("sorted(t.number for t in tune.last.study.best_trials)")
+    scatters = _states_by_model(kernel, cell.msg_id)["ScatterModel"]
+    shapes = sorted(s["x"]["shape"][0] for s in scatters if isinstance(s["x"], dict))
+    assert 20 in shapes and len(front) in shapes  # every trial, and the front drawn over them
