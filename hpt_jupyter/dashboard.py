@@ -9,9 +9,12 @@ together in one ``hold_sync``.
 
 from __future__ import annotations
 
+import bisect
 import contextvars
+import heapq
 import html
 import logging
+from collections import deque
 import threading
 import time
 from dataclasses import dataclass
@@ -70,16 +73,32 @@ def _scale_column(values: list) -> list[float]:
     return [float("nan") if v is None else labels.index(str(v)) / spread for v in values]
 
 
-def downsample(xs: list[float], ys: list[float], limit: int, keep: set[int] | None = None) -> tuple[list, list]:
-    """At most about ``limit`` points: an even stride, plus the indices in ``keep`` (the best ones),
-    so that a scatter of 10,000 trials stays cheap to draw and still shows every improvement."""
-    n = len(xs)
-    if n <= limit:
-        return xs, ys
-    stride = n / limit
-    chosen = {int(i * stride) for i in range(limit)} | (keep or set()) | {n - 1}
-    index = sorted(chosen)
-    return [xs[i] for i in index], [ys[i] for i in index]
+class StrideSample:
+    """Every ``stride``-th point of a growing series, plus every improvement, in O(1) per point.
+
+    When more than ``limit`` points are kept the stride doubles and every other point goes, so
+    a refresh copies at most about ``limit`` points however long the study runs."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.stride = 1
+        self.count = 0
+        self.points: list[tuple[Any, float]] = []
+        self.improvements: list[tuple[Any, float]] = []
+
+    def add(self, x: Any, y: float, improved: bool) -> None:
+        if improved:
+            self.improvements.append((x, y))
+        elif self.count % self.stride == 0:
+            self.points.append((x, y))
+            if len(self.points) > self.limit:
+                self.stride *= 2
+                self.points = self.points[::2]
+        self.count += 1
+
+    def xy(self) -> tuple[list, list]:
+        merged = self.points + self.improvements
+        return [p[0] for p in merged], [p[1] for p in merged]
 
 
 class Dashboard:
@@ -92,7 +111,6 @@ class Dashboard:
         self.max_points = max_points
         self.refreshes = 0
         self.refresh_seconds_max = 0.0
-        self._rows: list[Row] = []
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()  # one refresh at a time, whichever thread asks
         self._dirty = threading.Event()
@@ -111,7 +129,7 @@ class Dashboard:
         self.more_button.on_click(lambda _: self._control(lambda: self.run.extend(self.more_count.value)))
         controls = widgets.HBox([self.stop_button, self.pause_button, self.more_count, self.more_button])
 
-        self.sort_by = widgets.Dropdown(options=["value", "#", "seconds"], value="value", description="sort by",
+        self.sort_by = widgets.Dropdown(options=["value", "#", "seconds", "state"], value="value", description="sort by",
                                         layout=widgets.Layout(width="220px"))
         self.descending = widgets.ToggleButton(value=run.directions[0] == "maximize")
         self.sort_by.observe(lambda _: self._dirty.set(), "value")
@@ -138,12 +156,28 @@ class Dashboard:
             title="optimisation history", fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
             layout=widgets.Layout(width="100%", height="300px"),
         )
+        # Running aggregates, updated as trials arrive, so that a refresh costs the same at
+        # 10,000 trials as at 10: it copies these out and assigns what changed.
+        self._maximize = run.directions[0] == "maximize"
+        self._sign = -1.0 if self._maximize else 1.0  # sign * value: smaller is better
+        self._best: float | None = None
+        self._history = StrideSample(max_points)
+        self._best_steps: list[tuple[float, float]] = []
+        self._last_number = 0.0
+        self._slices: dict[str, StrideSample] = {}
+        self._slice_best: dict[str, float] = {}
+        self._ranked: list[tuple[float, int, Row]] = []  # complete trials, best first
+        self._others: list[Row] = []  # failed and pruned trials, for the table
+        self._sample_for_parallel = StrideSample(100)
+        self._param_names: list[str] = []
+        self._failed: list[int] = []
+        self._reporters: deque[Row] = deque(maxlen=50)
+        self._count = 0
         for trial in run.study.get_trials(deepcopy=False):  # the stored history, read once
             if trial.state.is_finished():
-                self._rows.append(_row(trial, run))
+                self._add(_row(trial, run))
         known = list(run.cell.param_names) if run.cell is not None else []
-        for row in self._rows:
-            known.extend(n for n in row.params if n not in known)
+        known.extend(n for n in self._param_names if n not in known)
         self.slices = {name: self._slice_figure(name) for name in known}
         self.other_param = widgets.Dropdown(options=[], description="parameter",
                                             layout=widgets.Layout(width="260px"))
@@ -212,9 +246,42 @@ class Dashboard:
 
     def _on_event(self, event: Event) -> None:
         if event.kind == "trial_finished" and event.trial is not None:
+            row = _row(event.trial, self.run)
             with self._lock:
-                self._rows.append(_row(event.trial, self.run))
+                self._add(row)
         self._dirty.set()
+
+    def _add(self, row: Row) -> None:
+        """Fold one finished trial into the aggregates (run thread; a few microseconds)."""
+        self._count += 1
+        self._param_names.extend(n for n in row.params if n not in self._param_names)
+        if row.intermediate:
+            self._reporters.append(row)
+        if row.state != "complete":
+            self._others.append(row)
+            if row.state == "fail":
+                self._failed.append(row.number)
+            return
+        score = self._sign * row.values[0]
+        bisect.insort(self._ranked, (score, row.number, row), key=lambda item: item[:2])
+        if self.run.is_multi_objective:
+            self._history.add(float(row.values[0]), float(row.values[1]), False)
+            return
+        value = row.values[0]
+        improved = self._best is None or self._sign * value < self._sign * self._best
+        if improved:
+            self._best = value
+            self._best_steps.append((float(row.number), value))
+        self._last_number = max(self._last_number, float(row.number))
+        self._history.add(float(row.number), value, improved)
+        self._sample_for_parallel.add(row, value, False)
+        for name, param_value in row.params.items():
+            sample = self._slices.setdefault(name, StrideSample(self.max_points // 2))  # small plots
+            best = self._slice_best.get(name)
+            better = best is None or self._sign * value < self._sign * best
+            if better:
+                self._slice_best[name] = value
+            sample.add(param_value, value, better)
 
     def _control(self, action: Any) -> None:
         try:
@@ -251,8 +318,19 @@ class Dashboard:
 
     def _refresh(self) -> None:
         start = time.perf_counter()
-        with self._lock:
-            rows = list(self._rows)
+        with self._lock:  # copy out the little a refresh needs; the run thread goes on adding
+            view = {
+                "history": self._history.xy(),
+                "best": list(self._best_steps) + ([(self._last_number, self._best)] if self._best_steps else []),
+                "slices": {name: sample.xy() for name, sample in self._slices.items()},
+                "parallel": [item[2] for item in self._ranked[:100]] + [p[0] for p in self._sample_for_parallel.points],
+                "reporters": list(self._reporters),
+                "failed": list(self._failed),
+                "names": list(self._param_names),
+                "count": self._count,
+                "complete": len(self._ranked),
+                "table": self._table_rows(),
+            }
         self.header.value = self._header_html()
         paused = self.run.state == PAUSED
         self.pause_button.description = "Resume" if paused else "Pause"
@@ -260,14 +338,14 @@ class Dashboard:
         final = self.run.state in FINAL_STATES and not self.run.is_alive
         self.stop_button.disabled = final
         self.pause_button.disabled = final
-        self._refresh_plot(rows)
-        self._refresh_slices(rows)
-        self._refresh_parallel(rows)
-        self._refresh_intermediate(rows)
-        self._note_importance(rows)
+        self._refresh_plot(view)
+        self._refresh_slices(view)
+        self._refresh_parallel(view["parallel"])
+        self._refresh_intermediate(view["reporters"])
+        self._note_importance(view["complete"])
         self._label_sort_order()
-        self.table.value = self._table_html(rows)
-        failed = [r.number for r in rows if r.state == "fail"]
+        self.table.value = self._table_html(view)
+        failed = view["failed"]
         if len(failed) + 1 != len(self.failed.options):
             self.failed.options = [(f"failed trials: {len(failed)}", None)] + [(f"traceback of #{n}", n) for n in failed]
         self.refreshes += 1
@@ -299,35 +377,28 @@ class Dashboard:
             layout=widgets.Layout(width="100%", height="220px"))
         return {"figure": figure, "points": points, "categorical": kind == "ChoiceParam"}
 
-    def _slice_data(self, rows: list[Row], name: str, categorical: bool) -> tuple[list, list]:
-        xs, ys, keep = [], [], set()
-        maximize = self.run.directions[0] == "maximize"
-        best = None
-        for row in rows:
-            if row.state != "complete" or name not in row.params:
-                continue
-            value = row.params[name]
-            xs.append(str(value) if categorical or not isinstance(value, (int, float)) else float(value))
-            ys.append(float(row.values[0]))
-            if best is None or (ys[-1] > best if maximize else ys[-1] < best):
-                best = ys[-1]
-                keep.add(len(xs) - 1)
-        return downsample(xs, ys, self.max_points, keep)
+    @staticmethod
+    def _slice_xy(data: tuple[list, list], categorical: bool) -> tuple[list, list]:
+        xs, ys = data
+        if categorical:
+            return [str(x) for x in xs], ys
+        return [x if isinstance(x, str) else float(x) for x in xs], ys
 
-    def _refresh_slices(self, rows: list[Row]) -> None:
+    def _refresh_slices(self, view: dict) -> None:
         if self.run.is_multi_objective:
             return
+        slices = view["slices"]
         for name, plot in self.slices.items():
-            xs, ys = self._slice_data(rows, name, plot["categorical"])
+            xs, ys = self._slice_xy(slices.get(name, ([], [])), plot["categorical"])
             with plot["points"].hold_sync():
                 plot["points"].x, plot["points"].y = xs, ys
-        others = sorted({n for r in rows[-200:] for n in r.params} - set(self.slices))
+        others = sorted(set(view["names"]) - set(self.slices))
         if others:
             if list(self.other_param.options) != others:
                 self.other_param.options = others
             self.other_box.layout.display = "flex"
             name = self.other_param.value or others[0]
-            xs, ys = self._slice_data(rows, name, categorical=False)
+            xs, ys = self._slice_xy(slices.get(name, ([], [])), categorical=False)
             title = name
             if any(not isinstance(x, float) for x in xs):  # categories on this linear axis: codes
                 labels = sorted({str(x) for x in xs})
@@ -337,16 +408,11 @@ class Dashboard:
                 self.other_slice["points"].x, self.other_slice["points"].y = xs, ys
             self.other_slice["figure"].title = title
 
-    def _refresh_parallel(self, rows: list[Row], limit: int = 300) -> None:
-        if self.run.is_multi_objective:
+    def _refresh_parallel(self, chosen: list[Row]) -> None:
+        """The best 100 trials and a stride of all of them: at most 200 lines."""
+        if self.run.is_multi_objective or not chosen:
             return
-        complete = [r for r in rows if r.state == "complete"]
-        if not complete:
-            return
-        maximize = self.run.directions[0] == "maximize"
-        ranked = sorted(complete, key=lambda r: r.values[0], reverse=maximize)
-        chosen = ranked[: limit // 3] + ranked[limit // 3:][:: max(1, len(ranked) // limit)]
-        chosen = chosen[:limit]
+        chosen = list({row.number: row for row in chosen}.values())
         names = []
         for row in chosen:
             names.extend(n for n in row.params if n not in names)
@@ -362,8 +428,7 @@ class Dashboard:
             self.parallel_lines.y = lines
             self.parallel_lines.color = columns["value"]
 
-    def _refresh_intermediate(self, rows: list[Row], limit: int = 50) -> None:
-        reported = [r for r in rows if r.intermediate][-limit:]
+    def _refresh_intermediate(self, reported: list[Row]) -> None:
         if not reported:
             return
         steps = sorted({step for r in reported for step, _ in r.intermediate})
@@ -378,8 +443,7 @@ class Dashboard:
             self.intermediate_lines.x = [float(s) for s in steps]
             self.intermediate_lines.y = lines
 
-    def _note_importance(self, rows: list[Row]) -> None:
-        complete = sum(r.state == "complete" for r in rows)
+    def _note_importance(self, complete: int) -> None:
         if self.run.is_multi_objective:
             self.importance_note.value = "Importance is shown for single-objective studies."
         elif complete < 10:
@@ -445,58 +509,59 @@ class Dashboard:
         return ("<div style='font-family:var(--jp-ui-font-family, sans-serif)'>" + " · ".join(parts)
                 + f"<div style='color:#57606a;font-size:smaller'>{html.escape(run.opened)}</div></div>")
 
-    def _refresh_plot(self, rows: list[Row]) -> None:
+    def _refresh_plot(self, view: dict) -> None:
+        xs, ys = view["history"]
         if self.run.is_multi_objective:
-            complete = [r for r in rows if r.state == "complete"]
-            xs = [float(r.values[0]) for r in complete]
-            ys = [float(r.values[1]) for r in complete]
-            xs, ys = downsample(xs, ys, self.max_points)
-            front = [t for t in self.run.study.best_trials] if complete else []
+            front = self.run.study.best_trials if view["complete"] else []
             with self.points.hold_sync():
                 self.points.x, self.points.y = xs, ys
             with self.front.hold_sync():
                 self.front.x = [float(t.values[0]) for t in front]
                 self.front.y = [float(t.values[1]) for t in front]
             return
-        maximize = self.run.directions[0] == "maximize"
-        xs, ys, best_x, best_y, improvements = [], [], [], [], set()
-        best = None
-        for row in sorted((r for r in rows if r.state == "complete"), key=lambda r: r.number):
-            value = row.values[0]
-            xs.append(float(row.number))
-            ys.append(value)
-            if best is None or (value > best if maximize else value < best):
-                best = value
-                improvements.add(len(xs) - 1)
-                best_x.append(float(row.number))
-                best_y.append(value)
-        if xs:  # the best line runs on to the latest trial
-            best_x.append(xs[-1])
-            best_y.append(best)
-        xs, ys = downsample(xs, ys, self.max_points, improvements)
+        best = view["best"]
         with self.points.hold_sync():
             self.points.x, self.points.y = xs, ys
         with self.best_line.hold_sync():
-            self.best_line.x, self.best_line.y = best_x, best_y
+            self.best_line.x, self.best_line.y = [p[0] for p in best], [p[1] for p in best]
 
-    def _table_html(self, rows: list[Row]) -> str:
-        run = self.run
-        names: list[str] = []
-        for row in rows[-500:]:
-            names.extend(n for n in row.params if n not in names)
-        score_names = ["value"] if not run.is_multi_objective else [f"value {i}" for i in range(len(run.directions))]
-        key = self.sort_by.value
-        reverse = self.descending.value
-        missing = float("-inf") if reverse else float("inf")
+    def _table_rows(self) -> tuple[list[Row], int]:
+        """The rows the table shows under the current sort (called with the lock held)."""
+        key, descending, limit = self.sort_by.value, self.descending.value, self.max_rows
+        total = len(self._ranked) + len(self._others)
+        if key == "value":  # the ranked list is already in order: no sorting at all
+            if descending == self._maximize:
+                shown = [item[2] for item in self._ranked[:limit]]
+            else:
+                shown = [item[2] for item in reversed(self._ranked[-limit:])]
+            return shown + self._others[-(limit - len(shown)):] if len(shown) < limit else shown, total
 
-        def sort_key(row: Row) -> float:
+        def sort_key(row: Row) -> tuple:
             if key == "#":
-                return row.number
-            if key == "seconds":
-                return row.seconds if row.seconds is not None else missing
-            return row.values[0] if row.values else missing
+                value: Any = row.number
+            elif key == "seconds":
+                value = row.seconds
+            elif key == "state":
+                value = row.state
+            else:
+                value = row.params.get(key)
+            if value is None:
+                return (2, 0.0, "")  # missing (conditional knob) last
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return (0, -value if descending else value, "")
+            return (1, 0.0, str(value))
 
-        shown = sorted(rows, key=sort_key, reverse=reverse)[: self.max_rows]
+        everything = [item[2] for item in self._ranked] + self._others
+        return heapq.nsmallest(limit, everything, key=sort_key), total
+
+    def _table_html(self, view: dict) -> str:
+        run = self.run
+        shown, total = view["table"]
+        names = view["names"]
+        options = ["value", "#", "seconds", "state", *names]
+        if list(self.sort_by.options) != options:
+            self.sort_by.options = options
+        score_names = ["value"] if not run.is_multi_objective else [f"value {i}" for i in range(len(run.directions))]
         best = run.best_trial
         best_number = best.number if best is not None else None
         head = "".join(f"<th>{html.escape(h)}</th>" for h in ["#", "state", *score_names, *names, "seconds"])
@@ -510,7 +575,7 @@ class Dashboard:
             if row.state == "fail":
                 style = " style='color:#cf222e'"
             body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-        note = f"showing {len(shown)} of {len(rows)} trials" if len(rows) > len(shown) else f"{len(rows)} trials"
+        note = f"showing {len(shown)} of {total} trials" if total > len(shown) else f"{total} trials"
         return (f"<div style='max-height:320px;overflow:auto'><table class='hpt-trials'>"
                 f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
                 f"<small>{html.escape(note)}</small>")
