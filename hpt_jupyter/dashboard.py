@@ -110,7 +110,8 @@ class Dashboard:
         self.max_rows = max_rows
         self.max_points = max_points
         self.refreshes = 0
-        self.refresh_seconds_max = 0.0
+        self.refresh_seconds_max = 0.0  # wall time: includes waiting for the GIL
+        self.refresh_cpu_seconds_max = 0.0  # the refreshing thread's own CPU time
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()  # one refresh at a time, whichever thread asks
         self._dirty = threading.Event()
@@ -295,9 +296,10 @@ class Dashboard:
         while not self._closed:
             self._dirty.wait()
             self._dirty.clear()
+            ended = self.run.state in FINAL_STATES and not self.run.is_alive
             try:
-                self.refresh()
-                if self.run.state in FINAL_STATES and not self.run.is_alive:
+                self.refresh(full=ended)  # while running, only what is on show
+                if ended:
                     self._compute_importance()
             except Exception:  # a view bug must not freeze the view: say so, keep serving
                 logger.exception("hpt_jupyter: refreshing the dashboard of %r failed", self.run.name)
@@ -309,28 +311,35 @@ class Dashboard:
         self._unsubscribe()
         self._dirty.set()
 
-    def refresh(self) -> None:
-        """Bring every widget up to date with the run. The writer thread calls it; the kernel's
-        main thread calls it once more when the study's values are injected, so that the final
-        state also goes out under the cell then running (batch runners record only that)."""
+    def refresh(self, full: bool = True) -> None:
+        """Bring the widgets up to date with the run: all of them, or (``full=False``, what the
+        writer does while the study runs) the header, controls and the page on show. The
+        kernel's main thread calls it once more when the study's values are injected, so that
+        the final state also goes out under the cell then running (batch runners record only
+        that)."""
         with self._refreshing:
-            self._refresh()
+            self._refresh(full)
 
-    def _refresh(self) -> None:
-        start = time.perf_counter()
+    def _refresh(self, full: bool = True) -> None:
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        shown = self.page_picker.value
+        wanted = {page for page in self.pages if full or page == shown}
         with self._lock:  # copy out the little a refresh needs; the run thread goes on adding
-            view = {
-                "history": self._history.xy(),
-                "best": list(self._best_steps) + ([(self._last_number, self._best)] if self._best_steps else []),
-                "slices": {name: sample.xy() for name, sample in self._slices.items()},
-                "parallel": [item[2] for item in self._ranked[:100]] + [p[0] for p in self._sample_for_parallel.points],
-                "reporters": list(self._reporters),
-                "failed": list(self._failed),
-                "names": list(self._param_names),
-                "count": self._count,
-                "complete": len(self._ranked),
-                "table": self._table_rows(),
-            }
+            view: dict[str, Any] = {"failed": list(self._failed), "names": list(self._param_names),
+                                    "complete": len(self._ranked)}
+            if wanted & {"History", "Pareto front"}:
+                view["history"] = self._history.xy()
+                view["best"] = list(self._best_steps) + (
+                    [(self._last_number, self._best)] if self._best_steps else [])
+            if "Slices" in wanted:
+                view["slices"] = {name: sample.xy() for name, sample in self._slices.items()}
+            if "Parallel" in wanted:
+                view["parallel"] = ([item[2] for item in self._ranked[:100]]
+                                    + [p[0] for p in self._sample_for_parallel.points])
+            if "Intermediate" in wanted:
+                view["reporters"] = list(self._reporters)
+            if "Trials" in wanted:
+                view["table"] = self._table_rows()
         self.header.value = self._header_html()
         paused = self.run.state == PAUSED
         self.pause_button.description = "Resume" if paused else "Pause"
@@ -338,18 +347,24 @@ class Dashboard:
         final = self.run.state in FINAL_STATES and not self.run.is_alive
         self.stop_button.disabled = final
         self.pause_button.disabled = final
-        self._refresh_plot(view)
-        self._refresh_slices(view)
-        self._refresh_parallel(view["parallel"])
-        self._refresh_intermediate(view["reporters"])
+        if "history" in view:
+            self._refresh_plot(view)
+        if "slices" in view:
+            self._refresh_slices(view)
+        if "parallel" in view:
+            self._refresh_parallel(view["parallel"])
+        if "reporters" in view:
+            self._refresh_intermediate(view["reporters"])
         self._note_importance(view["complete"])
         self._label_sort_order()
-        self.table.value = self._table_html(view)
+        if "table" in view:
+            self.table.value = self._table_html(view)
         failed = view["failed"]
         if len(failed) + 1 != len(self.failed.options):
             self.failed.options = [(f"failed trials: {len(failed)}", None)] + [(f"traceback of #{n}", n) for n in failed]
         self.refreshes += 1
         self.refresh_seconds_max = max(self.refresh_seconds_max, time.perf_counter() - start)
+        self.refresh_cpu_seconds_max = max(self.refresh_cpu_seconds_max, time.thread_time() - cpu_start)
 
     # --- small multiples and friends ----------------------------------------------------
 
@@ -474,6 +489,7 @@ class Dashboard:
 
     def _show_page(self, change: dict) -> None:  # main thread: the page box's only writer
         self.page.children = [self.pages[change["new"]]]
+        self._dirty.set()  # the writer brings the page just opened up to date
 
     def _label_sort_order(self) -> None:
         descending = self.descending.value
