@@ -90,6 +90,8 @@ def test_a_stop_click_sent_as_the_frontend_sends_it_stops_within_one_trial(kerne
         "    return tune.float(0, 1, name='x')\n"
         "run = start(slow, n_trials=200, storage='memory', report=False, name='clicky', launch=False)\n"
         "board = Dashboard(run)\n"
+        "finished_at_click = []\n"
+        "board.stop_button.on_click(lambda _: finished_at_click.append(run.n_finished))\n"
         "display(board.widget)\n"
         "run.start()\n"
     )
@@ -99,13 +101,13 @@ def test_a_stop_click_sent_as_the_frontend_sends_it_stops_within_one_trial(kerne
     models, _ = widget_messages(kernel, cell.msg_id)
     stop = next(cid for cid, state in models.items()
                 if state.get("_model_name") == "ButtonModel" and state.get("description") == "Stop")
-    before = kernel.value("run.n_finished")
     click = kernel.client.session.msg("comm_msg", {"comm_id": stop,
                                                    "data": {"method": "custom", "content": {"event": "click"}}})
     kernel.client.shell_channel.send(click)
     kernel.run("run.wait(10)")
-    state, after = kernel.value("(run.state, run.n_finished)")
-    assert state == "stopped" and after <= before + 2  # the trial running at the click, at most one more
+    state, after, at_click = kernel.value("(run.state, run.n_finished, finished_at_click)")
+    assert state == "stopped" and len(at_click) == 1
+    assert after <= at_click[0] + 1  # only the trial running when the click was handled finished
 
 
 def _states_by_model(kernel, msg_id: str) -> dict[str, list[dict]]:
