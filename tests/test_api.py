@@ -125,6 +125,7 @@ def test_stop_pause_resume_extend():
 
     def objective():
         gate.wait(5)
+        time.sleep(0.02)  # 100 trials take >= 2 s: stop() below lands well before the budget
         return tune.float(0, 1, name="x")
 
     run = start(objective, n_trials=100, storage="memory", report=False)
