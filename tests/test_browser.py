@@ -89,6 +89,38 @@ def _run_all(page, url: str, name: str) -> None:
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
 
 
+def test_quickstart_dashboard_through_tune_and_stop_in_jupyterlab(lab, page):
+    """The product path: the quickstart's %%tune cell, then a slow %%tune cell to stop."""
+    url, root = lab
+    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "%%tune -n 500 --name slow-stop --storage memory\n"
+        "x = tune.float(0, 1)\nimport time\ntime.sleep(0.2)\nx"))
+    nbformat.write(nb, root / "quickstart.ipynb")
+    _run_all(page, url, "quickstart.ipynb")
+
+    headers = page.locator(".widget-html-content", has_text="sampler")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.widget-html-content')].some(e => e.textContent.includes('30/30 trials'))",
+        timeout=120_000)
+    page.locator(".jp-OutputArea-output pre", has_text="held-out accuracy:").wait_for(
+        timeout=60_000)  # the later cell waited for the study and saw the names
+    quickstart = page.locator(".jp-Cell", has=page.locator(".widget-html-content", has_text="svc ·")).first
+    assert "finished" in quickstart.locator(".widget-html-content", has_text="sampler").inner_text()
+    assert quickstart.locator(".bqplot path.dot").count() >= 30
+    quickstart.locator(".widget-toggle-button:has-text('Trials')").click()
+    quickstart.locator("table.hpt-trials tbody tr").nth(29).wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "quickstart-trials.png"))
+
+    slow = page.locator(".jp-Cell", has=page.locator(".widget-html-content", has_text="slow-stop")).first
+    slow.locator(".widget-html-content", has_text="running").wait_for(timeout=60_000)
+    slow.locator("button:has-text('Stop')").click()
+    slow.locator(".widget-html-content", has_text="● stopped").wait_for(timeout=15_000)
+    assert headers.count() == 2
+    page.screenshot(path=str(ARTIFACTS / "quickstart-stopped.png"))
+    assert page.console_errors == [], page.console_errors
+
+
 def test_dashboard_renders_fills_and_stops_in_jupyterlab(lab, page):
     url, root = lab
     _notebook(root / "board.ipynb", [
