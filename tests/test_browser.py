@@ -34,12 +34,18 @@ def lab(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # Workspaces and settings of its own: nothing from the user's ~/.jupyter leaks in (a
+    # remembered workspace would reopen other notebooks), and no news prompt.
+    settings = root / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     log = open(root / "lab.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
          "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         "--LabApp.extension_manager=readonly"],
+         "--LabApp.extension_manager=readonly", f"--LabApp.workspaces_dir={root / 'workspaces'}",
+         f"--LabApp.user_settings_dir={root / 'settings'}"],
         stdout=log, stderr=subprocess.STDOUT, cwd=root,
     )
     url = f"http://127.0.0.1:{port}"
@@ -79,12 +85,10 @@ def _notebook(path: Path, cells: list[str]) -> None:
 
 
 def _run_all(page, url: str, name: str) -> None:
-    page.goto(f"{url}/lab/tree/{name}?token={TOKEN}")
+    workspace = Path(name).stem  # a fresh workspace per notebook: only this one is open
+    page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}?reset&token={TOKEN}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
     page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)  # the kernel is up
-    news = page.locator(".jp-Notification-Toast button:has-text('No')")  # "get notified of news?"
-    if news.count():
-        news.first.click()
     page.click("li.lm-MenuBar-item:has-text('Run')")
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
 
