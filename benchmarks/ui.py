@@ -5,7 +5,7 @@ dashboard and with --quiet (random sampler, so the sampler does not hide our cos
 10,000-trial study with the dashboard. Bytes are the comm messages' JSON plus binary buffers,
 as the kernel sent them. Prints a markdown table.
 
-    python benchmarks/ui.py [--repeats 3] [--trials 1000] [--large 10000]
+    python benchmarks/ui.py [--repeats 7] [--trials 1000] [--large 10000]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def run_one(kernel: Kernel, n: int, seed: int, name: str, quiet: bool) -> tuple[
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--large", type=int, default=10000)
     args = parser.parse_args()
