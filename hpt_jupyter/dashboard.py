@@ -9,47 +9,23 @@ together in one ``hold_sync``.
 
 from __future__ import annotations
 
-import bisect
 import contextvars
-import heapq
 import html
 import logging
-from collections import deque
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import bqplot
 import ipywidgets as widgets
-from optuna.trial import FrozenTrial, TrialState
 
+from .digest import Digest, Row, TableOrder
 from .run import FINAL_STATES, PAUSED, Event, Run
+from .space import ChoiceParam
 
 logger = logging.getLogger("hpt_jupyter")
 _STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "stopping": "#9a6700", "stopped": "#57606a",
                   "finished": "#0969da", "failed": "#cf222e", "ready": "#57606a"}
-
-
-@dataclass(frozen=True)
-class Row:
-    """One finished trial, as the table and plots need it."""
-
-    number: int
-    state: str
-    values: tuple[float, ...] | None
-    params: dict[str, Any]
-    seconds: float | None
-    intermediate: tuple[tuple[int, float], ...] = ()
-
-
-def _row(trial: FrozenTrial, run: Run) -> Row:
-    seconds = None
-    if trial.datetime_start and trial.datetime_complete:
-        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-    values = tuple(trial.values) if trial.values is not None else None
-    return Row(trial.number, trial.state.name.lower(), values, run._decoded(trial.params), seconds,
-               tuple(sorted(trial.intermediate_values.items())))
 
 
 def _fmt(value: Any) -> str:
@@ -73,34 +49,6 @@ def _scale_column(values: list) -> list[float]:
     return [float("nan") if v is None else labels.index(str(v)) / spread for v in values]
 
 
-class StrideSample:
-    """Every ``stride``-th point of a growing series, plus every improvement, in O(1) per point.
-
-    When more than ``limit`` points are kept the stride doubles and every other point goes, so
-    a refresh copies at most about ``limit`` points however long the study runs."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.stride = 1
-        self.count = 0
-        self.points: list[tuple[Any, float]] = []
-        self.improvements: list[tuple[Any, float]] = []
-
-    def add(self, x: Any, y: float, improved: bool) -> None:
-        if improved:
-            self.improvements.append((x, y))
-        elif self.count % self.stride == 0:
-            self.points.append((x, y))
-            if len(self.points) > self.limit:
-                self.stride *= 2
-                self.points = self.points[::2]
-        self.count += 1
-
-    def xy(self) -> tuple[list, list]:
-        merged = self.points + self.improvements
-        return [p[0] for p in merged], [p[1] for p in merged]
-
-
 class Dashboard:
     """A live view of ``run`` for a notebook cell: ``display(Dashboard(run).widget)``."""
 
@@ -110,9 +58,8 @@ class Dashboard:
         self.max_rows = max_rows
         self.max_points = max_points
         self.refreshes = 0
-        self.refresh_seconds_max = 0.0  # wall time: includes waiting for the GIL
-        self.refresh_cpu_seconds_max = 0.0  # the refreshing thread's own CPU time
-        self._lock = threading.Lock()
+        self.refresh_seconds_max = 0.0  # the slowest pass (one page), wall time: includes waiting for the GIL
+        self.refresh_cpu_seconds_max = 0.0  # the slowest pass, the refreshing thread's own CPU time
         self._refreshing = threading.Lock()  # one refresh at a time, whichever thread asks
         self._dirty = threading.Event()
         self._closed = False
@@ -157,28 +104,18 @@ class Dashboard:
             title="optimisation history", fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
             layout=widgets.Layout(width="100%", height="300px"),
         )
-        # Running aggregates, updated as trials arrive, so that a refresh costs the same at
-        # 10,000 trials as at 10: it copies these out and assigns what changed.
-        self._maximize = run.directions[0] == "maximize"
-        self._sign = -1.0 if self._maximize else 1.0  # sign * value: smaller is better
-        self._best: float | None = None
-        self._history = StrideSample(max_points)
-        self._best_steps: list[tuple[float, float]] = []
-        self._last_number = 0.0
-        self._slices: dict[str, StrideSample] = {}
-        self._slice_best: dict[str, float] = {}
-        self._ranked: list[tuple[float, int, Row]] = []  # complete trials, best first
-        self._others: list[Row] = []  # failed and pruned trials, for the table
-        self._sample_for_parallel = StrideSample(100)
-        self._param_names: list[str] = []
-        self._failed: list[int] = []
-        self._reporters: deque[Row] = deque(maxlen=50)
-        self._count = 0
-        for trial in run.study.get_trials(deepcopy=False):  # the stored history, read once
-            if trial.state.is_finished():
-                self._add(_row(trial, run))
+        # Trials are folded into a digest as they arrive, so a refresh costs the same at 10,000
+        # trials as at 10; a refresh copies out, under the lock, only what its pages draw.
+        self._lock = threading.Lock()
+        self.digest = Digest(run.directions, decoders=self._decoders(), categorical=self._categorical(),
+                             max_points=max_points)
+        self.digest.fold(t for t in run.study.get_trials(deepcopy=False) if t.state.is_finished())
+        self._table = TableOrder(self.digest, max_rows, self.sort_by.value, self.descending.value)
+        self._row_html: dict[tuple, str] = {}
+        self._drawn: dict[str, Any] = {}  # page -> what it last drew, to skip redrawing the same
+        self._line_end, self._line_moved, self._line_steps = 0.0, 0.0, 0  # the best line's end
         known = list(run.cell.param_names) if run.cell is not None else []
-        known.extend(n for n in self._param_names if n not in known)
+        known.extend(n for n in self.digest.param_names if n not in known)
         self.slices = {name: self._slice_figure(name) for name in known}
         self.other_param = widgets.Dropdown(options=[], description="parameter",
                                             layout=widgets.Layout(width="260px"))
@@ -247,42 +184,29 @@ class Dashboard:
 
     def _on_event(self, event: Event) -> None:
         if event.kind == "trial_finished" and event.trial is not None:
-            row = _row(event.trial, self.run)
+            # Folded here, in the run's thread, a few microseconds per trial: handing trials to
+            # the writer in batches was measured slower (long GIL holds stall the run's thread).
             with self._lock:
-                self._add(row)
-        self._dirty.set()
+                if not event.trial.params.keys() <= self.digest.known_names:
+                    self._learn_knobs()
+                for row in self.digest.fold((event.trial,)):
+                    self._table.add(row)
+        if not self._dirty.is_set():
+            self._dirty.set()
 
-    def _add(self, row: Row) -> None:
-        """Fold one finished trial into the aggregates (run thread; a few microseconds)."""
-        self._count += 1
-        self._param_names.extend(n for n in row.params if n not in self._param_names)
-        if row.intermediate:
-            self._reporters.append(row)
-        if row.state != "complete":
-            self._others.append(row)
-            if row.state == "fail":
-                self._failed.append(row.number)
-            return
-        score = self._sign * row.values[0]
-        bisect.insort(self._ranked, (score, row.number, row), key=lambda item: item[:2])
-        if self.run.is_multi_objective:
-            self._history.add(float(row.values[0]), float(row.values[1]), False)
-            return
-        value = row.values[0]
-        improved = self._best is None or self._sign * value < self._sign * self._best
-        if improved:
-            self._best = value
-            self._best_steps.append((float(row.number), value))
-        self._last_number = max(self._last_number, float(row.number))
-        self._history.add(float(row.number), value, improved)
-        self._sample_for_parallel.add(row, value, False)
-        for name, param_value in row.params.items():
-            sample = self._slices.setdefault(name, StrideSample(self.max_points // 2))  # small plots
-            best = self._slice_best.get(name)
-            better = best is None or self._sign * value < self._sign * best
-            if better:
-                self._slice_best[name] = value
-            sample.add(param_value, value, better)
+    def _decoders(self) -> dict[str, Any]:
+        return {name: p.decode for name, p in self.run.space.items() if isinstance(p, ChoiceParam)}
+
+    def _categorical(self) -> set[str]:
+        params = dict(self.run.space)
+        if self.run.cell is not None:
+            params.update({d.name: d.param for d in self.run.cell.declarations})
+        return {name for name, p in params.items() if isinstance(p, ChoiceParam)}
+
+    def _learn_knobs(self) -> None:
+        """A knob declared at run time (in a branch): decode and plot it like the others."""
+        self.digest.decoders = self._decoders()
+        self.digest.categorical |= self._categorical()
 
     def _control(self, action: Any) -> None:
         try:
@@ -312,59 +236,62 @@ class Dashboard:
         self._dirty.set()
 
     def refresh(self, full: bool = True) -> None:
-        """Bring the widgets up to date with the run: all of them, or (``full=False``, what the
-        writer does while the study runs) the header, controls and the page on show. The
-        kernel's main thread calls it once more when the study's values are injected, so that
-        the final state also goes out under the cell then running (batch runners record only
-        that)."""
-        with self._refreshing:
-            self._refresh(full)
-
-    def _refresh(self, full: bool = True) -> None:
-        start, cpu_start = time.perf_counter(), time.thread_time()
+        """Bring the widgets up to date with the run: the header, controls and the page on
+        show, then (``full``, when the run has ended) every other page, one page per pass so
+        that no single pass holds the GIL long. The kernel's main thread calls it once more
+        when the study's values are injected (see :meth:`publish_final_state`)."""
         shown = self.page_picker.value
-        wanted = {page for page in self.pages if full or page == shown}
-        with self._lock:  # copy out the little a refresh needs; the run thread goes on adding
-            view: dict[str, Any] = {"failed": list(self._failed), "names": list(self._param_names),
-                                    "complete": len(self._ranked)}
-            if wanted & {"History", "Pareto front"}:
-                view["history"] = self._history.xy()
-                view["best"] = list(self._best_steps) + (
-                    [(self._last_number, self._best)] if self._best_steps else [])
-            if "Slices" in wanted:
-                view["slices"] = {name: sample.xy() for name, sample in self._slices.items()}
-            if "Parallel" in wanted:
-                view["parallel"] = ([item[2] for item in self._ranked[:100]]
-                                    + [p[0] for p in self._sample_for_parallel.points])
-            if "Intermediate" in wanted:
-                view["reporters"] = list(self._reporters)
-            if "Trials" in wanted:
-                view["table"] = self._table_rows()
-        self.header.value = self._header_html()
+        for page in [shown] + ([p for p in self.pages if p != shown] if full else []):
+            with self._refreshing:
+                self._refresh(page)
+        self.refreshes += 1
+
+    def _refresh(self, page: str) -> None:
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        digest = self.digest
+        best = self.run.best_trial
+        drawers = {  # page -> (what its drawing depends on, copy out its data, draw it)
+            "History": (digest.version, self._take_history, self._draw_history),
+            "Pareto front": (digest.version, self._take_history, self._draw_history),
+            "Trials": ((digest.version, self.sort_by.value, self.descending.value, best and best.number),
+                       self._take_table, self._draw_table),
+            "Slices": ((digest.version, self.other_param.value), self._take_slices, self._draw_slices),
+            "Parallel": (digest.version, digest.parallel_rows, self._draw_parallel),
+            "Intermediate": (digest.version, lambda: list(digest.reporters), self._draw_intermediate),
+        }
+        depends_on, take, draw = drawers.get(page, (None, None, None))
+        due = take is not None and self._drawn.get(page) != depends_on
+        with self._lock:  # the run's thread waits only for these copies
+            failed, complete, front = list(digest.failed), digest.n_complete, len(digest.front)
+            taken = take() if due else None
+        self.header.value = self._header_html(front)
         paused = self.run.state == PAUSED
         self.pause_button.description = "Resume" if paused else "Pause"
         self.pause_button.icon = "play" if paused else "pause"
         final = self.run.state in FINAL_STATES and not self.run.is_alive
         self.stop_button.disabled = final
         self.pause_button.disabled = final
-        if "history" in view:
-            self._refresh_plot(view)
-        if "slices" in view:
-            self._refresh_slices(view)
-        if "parallel" in view:
-            self._refresh_parallel(view["parallel"])
-        if "reporters" in view:
-            self._refresh_intermediate(view["reporters"])
-        self._note_importance(view["complete"])
         self._label_sort_order()
-        if "table" in view:
-            self.table.value = self._table_html(view)
-        failed = view["failed"]
+        self._note_importance(complete)
         if len(failed) + 1 != len(self.failed.options):
             self.failed.options = [(f"failed trials: {len(failed)}", None)] + [(f"traceback of #{n}", n) for n in failed]
-        self.refreshes += 1
+        if due:
+            draw(taken)
+            self._drawn[page] = depends_on
         self.refresh_seconds_max = max(self.refresh_seconds_max, time.perf_counter() - start)
         self.refresh_cpu_seconds_max = max(self.refresh_cpu_seconds_max, time.thread_time() - cpu_start)
+
+    def publish_final_state(self) -> None:
+        """Refresh, then send every drawn widget's whole state once more (main thread, between
+        cells): batch runners record only the messages under the cell being executed, and the
+        writer's last updates may have gone out under a cell that had already finished."""
+        self.refresh(full=True)
+        with self._refreshing:
+            marks = [self.points, self.best_line, self.front, self.parallel_lines, self.intermediate_lines,
+                     self.importance_bars, self.other_slice["points"], *(s["points"] for s in self.slices.values())]
+            for widget in [self.header, self.table, self.importance_note, self.pause_button, self.stop_button,
+                           *marks]:
+                widget.send_state()
 
     # --- small multiples and friends ----------------------------------------------------
 
@@ -392,30 +319,27 @@ class Dashboard:
             layout=widgets.Layout(width="100%", height="220px"))
         return {"figure": figure, "points": points, "categorical": kind == "ChoiceParam"}
 
-    @staticmethod
-    def _slice_xy(data: tuple[list, list], categorical: bool) -> tuple[list, list]:
-        xs, ys = data
-        if categorical:
-            return [str(x) for x in xs], ys
-        return [x if isinstance(x, str) else float(x) for x in xs], ys
+    def _take_slices(self) -> tuple[dict, list[str]]:
+        return ({name: (list(xs), list(ys)) for name, (xs, ys) in self.digest.slices.items()},
+                list(self.digest.param_names))
 
-    def _refresh_slices(self, view: dict) -> None:
+    def _draw_slices(self, taken: tuple[dict, list[str]]) -> None:
         if self.run.is_multi_objective:
             return
-        slices = view["slices"]
+        slices, names = taken
         for name, plot in self.slices.items():
-            xs, ys = self._slice_xy(slices.get(name, ([], [])), plot["categorical"])
+            xs, ys = slices.get(name, ([], []))
             with plot["points"].hold_sync():
                 plot["points"].x, plot["points"].y = xs, ys
-        others = sorted(set(view["names"]) - set(self.slices))
+        others = sorted(set(names) - set(self.slices))
         if others:
             if list(self.other_param.options) != others:
                 self.other_param.options = others
             self.other_box.layout.display = "flex"
             name = self.other_param.value or others[0]
-            xs, ys = self._slice_xy(slices.get(name, ([], [])), categorical=False)
+            xs, ys = slices.get(name, ([], []))
             title = name
-            if any(not isinstance(x, float) for x in xs):  # categories on this linear axis: codes
+            if any(isinstance(x, str) for x in xs):  # categories on this linear axis: codes
                 labels = sorted({str(x) for x in xs})
                 xs = [float(labels.index(str(x))) for x in xs]
                 title = f"{name}: " + ", ".join(f"{i}={label}" for i, label in enumerate(labels))
@@ -423,27 +347,24 @@ class Dashboard:
                 self.other_slice["points"].x, self.other_slice["points"].y = xs, ys
             self.other_slice["figure"].title = title
 
-    def _refresh_parallel(self, chosen: list[Row]) -> None:
-        """The best 100 trials and a stride of all of them: at most 200 lines."""
+    def _draw_parallel(self, chosen: list[Row]) -> None:
+        """The best 100 trials and about 100 spread over the study: at most 200 lines."""
         if self.run.is_multi_objective or not chosen:
             return
-        chosen = list({row.number: row for row in chosen}.values())
         names = []
         for row in chosen:
             names.extend(n for n in row.params if n not in names)
         axes = names + ["value"]
-        columns: dict[str, list] = {}
-        for name in names:
-            columns[name] = [row.params.get(name) for row in chosen]
+        columns: dict[str, list] = {name: [row.params.get(name) for row in chosen] for name in names}
         columns["value"] = [row.values[0] for row in chosen]
-        scaled = {name: _scale_column(values) for name, values in columns.items()}
-        lines = [[scaled[name][i] for name in axes] for i in range(len(chosen))]
+        scaled = [_scale_column(columns[name]) for name in axes]
+        lines = [list(point) for point in zip(*scaled)]
         with self.parallel_lines.hold_sync():
             self.parallel_lines.x = axes
             self.parallel_lines.y = lines
             self.parallel_lines.color = columns["value"]
 
-    def _refresh_intermediate(self, reported: list[Row]) -> None:
+    def _draw_intermediate(self, reported: list[Row]) -> None:
         if not reported:
             return
         steps = sorted({step for r in reported for step, _ in r.intermediate})
@@ -496,14 +417,14 @@ class Dashboard:
         self.descending.description = "descending" if descending else "ascending"
         self.descending.icon = "sort-amount-desc" if descending else "sort-amount-asc"
 
-    def _header_html(self) -> str:
+    def _header_html(self, front_size: int = 0) -> str:
         run = self.run
         colour = _STATE_COLOURS.get(run.state, "#57606a")
         best = run.best_trial
         if best is None:
             best_text = "no complete trial yet"
         elif run.is_multi_objective:
-            best_text = f"{len(run.study.best_trials)} trials on the Pareto front"
+            best_text = f"{front_size} trials on the Pareto front"
         else:
             best_text = f"best <b>{_fmt(best.value)}</b> at trial #{best.number}"
         budget = f"/{run.budget}" if run.budget is not None else ""
@@ -515,7 +436,9 @@ class Dashboard:
             f"{html.escape(run.sampler_name)} · {html.escape('/'.join(run.directions))}",
             f"{run.n_finished}{budget} trials",
             best_text,
-            f"{run.elapsed:.1f}s" + (f" · ETA {eta:.0f}s" if eta is not None and run.is_alive else ""),
+            # whole seconds while running: the header then changes (and is sent) once a second
+            (f"{run.elapsed:.0f}s" + (f" · ETA {eta:.0f}s" if eta is not None else "")) if run.is_alive
+            else f"{run.elapsed:.1f}s",
             f"sampler {per_trial:.1f} ms/trial",
         ]
         if run.n_failed:
@@ -525,55 +448,34 @@ class Dashboard:
         return ("<div style='font-family:var(--jp-ui-font-family, sans-serif)'>" + " · ".join(parts)
                 + f"<div style='color:#57606a;font-size:smaller'>{html.escape(run.opened)}</div></div>")
 
-    def _refresh_plot(self, view: dict) -> None:
-        xs, ys = view["history"]
+    def _take_history(self) -> tuple:
+        digest = self.digest
         if self.run.is_multi_objective:
-            front = self.run.study.best_trials if view["complete"] else []
-            with self.points.hold_sync():
-                self.points.x, self.points.y = xs, ys
-            with self.front.hold_sync():
-                self.front.x = [float(t.values[0]) for t in front]
-                self.front.y = [float(t.values[1]) for t in front]
-            return
-        best = view["best"]
+            marked = ([float(row.values[0]) for row in digest.front], [float(row.values[1]) for row in digest.front])
+        else:
+            # The line's last step runs on to the latest trial; moving only its end is not worth
+            # a message every refresh, so the end moves with an improvement or once a second.
+            now, steps = time.monotonic(), len(digest.best_steps)
+            if steps != self._line_steps or now - self._line_moved >= 1.0 or not self.run.is_alive:
+                self._line_end, self._line_moved, self._line_steps = digest.last_number, now, steps
+            marked = digest.best_line(until=self._line_end)
+        return digest.history_xy(), marked
+
+    def _draw_history(self, taken: tuple) -> None:
+        (xs, ys), (marked_x, marked_y) = taken
         with self.points.hold_sync():
             self.points.x, self.points.y = xs, ys
-        with self.best_line.hold_sync():
-            self.best_line.x, self.best_line.y = [p[0] for p in best], [p[1] for p in best]
+        line = self.front if self.run.is_multi_objective else self.best_line
+        with line.hold_sync():
+            line.x, line.y = marked_x, marked_y
 
-    def _table_rows(self) -> tuple[list[Row], int]:
-        """The rows the table shows under the current sort (called with the lock held)."""
-        key, descending, limit = self.sort_by.value, self.descending.value, self.max_rows
-        total = len(self._ranked) + len(self._others)
-        if key == "value":  # the ranked list is already in order: no sorting at all
-            if descending == self._maximize:
-                shown = [item[2] for item in self._ranked[:limit]]
-            else:
-                shown = [item[2] for item in reversed(self._ranked[-limit:])]
-            return shown + self._others[-(limit - len(shown)):] if len(shown) < limit else shown, total
+    def _take_table(self) -> tuple[list[Row], int, list[str]]:
+        self._table.reorder(self.digest, self.sort_by.value, self.descending.value)
+        return list(self._table.shown), self.digest.count, list(self.digest.param_names)
 
-        def sort_key(row: Row) -> tuple:
-            if key == "#":
-                value: Any = row.number
-            elif key == "seconds":
-                value = row.seconds
-            elif key == "state":
-                value = row.state
-            else:
-                value = row.params.get(key)
-            if value is None:
-                return (2, 0.0, "")  # missing (conditional knob) last
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return (0, -value if descending else value, "")
-            return (1, 0.0, str(value))
-
-        everything = [item[2] for item in self._ranked] + self._others
-        return heapq.nsmallest(limit, everything, key=sort_key), total
-
-    def _table_html(self, view: dict) -> str:
+    def _draw_table(self, taken: tuple[list[Row], int, list[str]]) -> None:
         run = self.run
-        shown, total = view["table"]
-        names = view["names"]
+        shown, total, names = taken
         options = ["value", "#", "seconds", "state", *names]
         if list(self.sort_by.options) != options:
             self.sort_by.options = options
@@ -581,20 +483,26 @@ class Dashboard:
         best = run.best_trial
         best_number = best.number if best is not None else None
         head = "".join(f"<th>{html.escape(h)}</th>" for h in ["#", "state", *score_names, *names, "seconds"])
+        layout = tuple(names)
+        if len(self._row_html) > 4 * self.max_rows:
+            self._row_html.clear()
         body = []
         for row in shown:
-            cells = [str(row.number), row.state]
-            cells += [_fmt(v) for v in (row.values or (None,) * len(score_names))]
-            cells += [_fmt(row.params.get(n)) for n in names]
-            cells.append(_fmt(row.seconds))
+            cells = self._row_html.get((row.number, layout))
+            if cells is None:
+                texts = [str(row.number), row.state]
+                texts += [_fmt(v) for v in (row.values or (None,) * len(score_names))]
+                texts += [_fmt(row.params.get(n)) for n in names]
+                texts.append(_fmt(row.seconds))
+                cells = self._row_html[(row.number, layout)] = "".join(f"<td>{html.escape(c)}</td>" for c in texts)
             style = " style='background:#ddf4ff;font-weight:600'" if row.number == best_number else ""
             if row.state == "fail":
                 style = " style='color:#cf222e'"
-            body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+            body.append(f"<tr{style}>{cells}</tr>")
         note = f"showing {len(shown)} of {total} trials" if total > len(shown) else f"{total} trials"
-        return (f"<div style='max-height:320px;overflow:auto'><table class='hpt-trials'>"
-                f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-                f"<small>{html.escape(note)}</small>")
+        self.table.value = (f"<div style='max-height:320px;overflow:auto'><table class='hpt-trials'>"
+                            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+                            f"<small>{html.escape(note)}</small>")
 
     def _show_traceback(self, change: dict) -> None:  # main thread: this widget's only writer
         number = change["new"]

@@ -157,7 +157,7 @@ class Coordinator:
             self._inject(run)
             view = self.views.get(run.name)
             if view is not None:
-                view.refresh()
+                view.publish_final_state()
 
     def _inject(self, run: Run) -> None:
         _, inject, refit = self.watched.get(run.name, (run, False, False))
