@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import html
-import logging
 import threading
 import time
+import traceback
 from typing import Any
 
 import bqplot
@@ -23,7 +23,6 @@ from .digest import Digest, Row, TableOrder
 from .run import FINAL_STATES, PAUSED, Event, Run
 from .space import ChoiceParam
 
-logger = logging.getLogger("hpt_jupyter")
 _STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "stopping": "#9a6700", "stopped": "#57606a",
                   "finished": "#0969da", "failed": "#cf222e", "ready": "#57606a"}
 
@@ -172,7 +171,11 @@ class Dashboard:
                                                  style={"button_width": "110px"})
         self.page = widgets.Box([tabs[0][1]], layout=widgets.Layout(width="100%"))
         self.page_picker.observe(self._show_page, "value")
-        self.widget = widgets.VBox([self.header, controls, self.page_picker, self.page])
+        # The view's own errors show here: appended from the writer thread, never `with out:`
+        # (which would capture whatever the main thread prints meanwhile).
+        self.errors = widgets.Output()
+        self._errors_shown: set[str] = set()
+        self.widget = widgets.VBox([self.header, controls, self.page_picker, self.page, self.errors])
         self.refresh()
         self._unsubscribe = run.subscribe(self._on_event)
         context = contextvars.copy_context()  # Output appends land under the cell that made us
@@ -226,7 +229,11 @@ class Dashboard:
                 if ended:
                     self._compute_importance()
             except Exception:  # a view bug must not freeze the view: say so, keep serving
-                logger.exception("hpt_jupyter: refreshing the dashboard of %r failed", self.run.name)
+                text = traceback.format_exc()
+                if text not in self._errors_shown:  # once each, not four times a second
+                    self._errors_shown.add(text)
+                    self.errors.append_stderr(f"The dashboard of {self.run.name!r} could not refresh (the "
+                                              f"study goes on):\n{text}")
             if not (self.run.state in FINAL_STATES and not self.run.is_alive):
                 time.sleep(self.interval)  # the throttle; an ended run waits for a sort or "+N" instead
 

@@ -142,3 +142,27 @@ def test_pareto_front_for_several_objectives(kernel):
     scatters = _states_by_model(kernel, cell.msg_id)["ScatterModel"]
     shapes = sorted(s["x"]["shape"][0] for s in scatters if isinstance(s["x"], dict))
     assert 20 in shapes and len(front) in shapes  # every trial, and the front drawn over them
+
+
+def test_a_view_error_shows_once_in_the_dashboard_and_the_study_goes_on(kernel):
+    kernel.run(SETUP)
+    cell = kernel.run(
+        "def slow():\n"
+        "    time.sleep(0.02)\n"
+        "    return tune.float(0, 1, name='x')\n"
+        "run = start(slow, n_trials=60, storage='memory', report=False, name='broken', launch=False)\n"
+        "board = Dashboard(run)\n"
+        "def broken(taken):\n"
+        "    raise RuntimeError('history view broke')\n"
+        "board._draw_history = broken\n"
+        "display(board.widget)\n"
+        "run.start()\n"
+    )
+    assert cell.error is None, cell.error_text
+    kernel.run("run.wait(); time.sleep(1)")
+    assert kernel.value("(run.state, run.n_complete)") == ("finished", 60)
+    output = next(state for state in kernel.widgets(cell.msg_id, 1.0).values()
+                  if state.get("_model_name") == "OutputModel")
+    texts = [o["text"] for o in output["outputs"] if o.get("name") == "stderr"]
+    assert len(texts) == 1  # shown once, not at every refresh
+    assert "could not refresh" in texts[0] and "RuntimeError: history view broke" in texts[0]
