@@ -12,7 +12,7 @@ from optuna.samplers import BaseSampler
 from .cell import CompiledCell
 from .errors import TuneError
 from .report import TextReporter
-from .run import Run
+from .run import NARROWINGS_KEY, Run
 from .samplers import make_sampler
 from .space import tune
 from .storage import fail_orphaned_trials, resolve_storage, this_owner
@@ -67,7 +67,12 @@ def open_study(name: str, storage_spec: str | None, directions: list[str], sampl
         exists = False
     opened = f"new study in {where}"
     if exists and mode == "fresh":
-        stored = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+        study_id = storage.get_study_id_from_name(name)
+        stored = len(storage.get_all_trials(study_id, deepcopy=False))
+        narrowings = storage.get_study_system_attrs(study_id).get(NARROWINGS_KEY) or {"log": []}
+        for entry in narrowings["log"]:  # the studies of its narrowed spaces go with it
+            with contextlib.suppress(KeyError):
+                optuna.delete_study(study_name=entry["study"], storage=storage)
         optuna.delete_study(study_name=name, storage=storage)
         exists = False
         opened = f"started over in {where} (--fresh deleted {stored} stored trials)"
@@ -138,6 +143,7 @@ def start(
             f"The study '{name}' is still running ({running.progress()}): stop it first with "
             f"%tune stop {name} (or run.stop()), or wait for it with %tune wait {name}."
         )
+    sampler_factory = None  # a sampler object: each narrowing's study gets a pristine copy of it
     if isinstance(sampler, BaseSampler):
         sampler_object, sampler_name = sampler, type(sampler).__name__
     else:
@@ -149,12 +155,15 @@ def start(
             return cell.grid_space()
 
         sampler_object, sampler_name = make_sampler(sampler, seed, len(directions), grid)
+
+        def sampler_factory(k: int) -> BaseSampler:  # the k-th narrowing's study: same kind, own seed
+            return make_sampler(sampler, None if seed is None else seed + k, len(directions), grid)[0]
     if n_trials is None and timeout is None and not isinstance(sampler_object, optuna.samplers.GridSampler):
         n_trials = DEFAULT_TRIALS
     study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory)
     run = Run(function, study, name=name, n_trials=n_trials, timeout=timeout, target=target,
               max_failures=max_failures, cell=cell, owner=this_owner() if persistent else None,
-              opened=opened, sampler_name=sampler_name)
+              opened=opened, sampler_name=sampler_name, sampler_factory=sampler_factory)
     tune._register(run)
     if report:
         TextReporter(run, stream=stream)

@@ -22,6 +22,7 @@ import ipywidgets as widgets
 from .digest import Digest, Row, TableOrder
 from .run import FINAL_STATES, PAUSED, Event, Run
 from .space import ChoiceParam
+from .steer_panel import SteerPanel
 
 _STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "stopping": "#9a6700", "stopped": "#57606a",
                   "finished": "#0969da", "failed": "#cf222e", "ready": "#57606a"}
@@ -46,6 +47,15 @@ def _scale_column(values: list) -> list[float]:
     labels = sorted({str(v) for v in present})
     spread = max(len(labels) - 1, 1)
     return [float("nan") if v is None else labels.index(str(v)) / spread for v in values]
+
+
+def _column_scaling(values: list) -> tuple:
+    """How :func:`_scale_column` maps a column to 0-1: ("number", low, high) or ("labels", [...])."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        low, high = min(present), max(present)
+        return ("number", low, high if high > low else low + 1.0)
+    return ("labels", sorted({str(v) for v in present}))
 
 
 class Dashboard:
@@ -108,7 +118,7 @@ class Dashboard:
         self._lock = threading.Lock()
         self.digest = Digest(run.directions, decoders=self._decoders(), categorical=self._categorical(),
                              max_points=max_points)
-        self.digest.fold(t for t in run.study.get_trials(deepcopy=False) if t.state.is_finished())
+        self.digest.fold(t for t in run.trials(states=None) if t.state.is_finished())  # across narrowings
         self._table = TableOrder(self.digest, max_rows, self.sort_by.value, self.descending.value)
         self._row_html: dict[tuple, str] = {}
         self._drawn: dict[str, Any] = {}  # page -> what it last drew, to skip redrawing the same
@@ -130,13 +140,21 @@ class Dashboard:
 
         self.parallel_scale_x = bqplot.OrdinalScale()
         self.parallel_colour = bqplot.ColorScale(scheme="viridis" if run.directions[0] == "maximize" else "viridis_r")
-        self.parallel_lines = bqplot.Lines(x=[], y=[], scales={"x": self.parallel_scale_x, "y": bqplot.LinearScale(
-            min=0, max=1), "color": self.parallel_colour}, opacities=[0.5], stroke_width=1)
+        parallel_y = bqplot.LinearScale(min=0, max=1)
+        self.parallel_lines = bqplot.Lines(x=[], y=[], scales={"x": self.parallel_scale_x, "y": parallel_y,
+                                                               "color": self.parallel_colour},
+                                           opacities=[0.5], stroke_width=1)
+        self._parallel_scaling: dict[str, tuple] = {}  # axis -> how its values map to 0-1 (writer sets)
+        self.parallel_axis = widgets.Dropdown(options=[], description="brush axis",
+                                              layout=widgets.Layout(width="260px"))
+        self.parallel_brush = bqplot.interacts.BrushIntervalSelector(scale=parallel_y, orientation="vertical",
+                                                                     marks=[self.parallel_lines], color="#0969da")
+        self.parallel_brush.observe(self._on_parallel_brush, "brushing")
         self.parallel = bqplot.Figure(
             marks=[self.parallel_lines], axes=[bqplot.Axis(scale=self.parallel_scale_x, label="")],
             title="parallel coordinates (each range scaled to 0-1; colour: value)",
             fig_margin={"top": 40, "bottom": 40, "left": 20, "right": 20},
-            layout=widgets.Layout(width="100%", height="300px"))
+            layout=widgets.Layout(width="100%", height="300px"), interaction=self.parallel_brush)
 
         step_x, step_y = bqplot.LinearScale(), bqplot.LinearScale()
         self.intermediate_lines = bqplot.Lines(x=[], y=[], scales={"x": step_x, "y": step_y}, opacities=[0.6],
@@ -161,7 +179,7 @@ class Dashboard:
         self._importance_for: int | None = None  # number of complete trials it was computed for
 
         tabs = [("History" if not run.is_multi_objective else "Pareto front", self.history),
-                ("Trials", table_tab), ("Slices", slices_tab), ("Parallel", self.parallel),
+                ("Trials", table_tab), ("Slices", slices_tab), ("Parallel", widgets.VBox([self.parallel_axis, self.parallel])),
                 ("Intermediate", self.intermediate),
                 ("Importance", widgets.VBox([self.importance_note, self.importance]))]
         # Only the chosen page is attached: a bqplot figure hidden in a Tab has no width and
@@ -175,7 +193,15 @@ class Dashboard:
         # (which would capture whatever the main thread prints meanwhile).
         self.errors = widgets.Output()
         self._errors_shown: set[str] = set()
-        self.widget = widgets.VBox([self.header, controls, self.page_picker, self.page, self.errors])
+        self.steer = SteerPanel(run, self._dirty.set)
+        self.steer_toggle = widgets.ToggleButton(value=True, description="Steer", icon="sliders",
+                                                 tooltip="Show or hide the steering panel")
+        self.steer_toggle.observe(self._show_steer, "value")
+        controls.children = [*controls.children, self.steer_toggle]
+        body = widgets.HBox([widgets.VBox([self.page_picker, self.page], layout=widgets.Layout(flex="1 1 0%",
+                                                                                                 min_width="0")),
+                             self.steer.widget], layout=widgets.Layout(width="100%"))
+        self.widget = widgets.VBox([self.header, controls, body, self.errors])
         self.refresh()
         self._unsubscribe = run.subscribe(self._on_event)
         context = contextvars.copy_context()  # Output appends land under the cell that made us
@@ -285,6 +311,7 @@ class Dashboard:
         if due:
             draw(taken)
             self._drawn[page] = depends_on
+        self.steer.sync()
         self.refresh_seconds_max = max(self.refresh_seconds_max, time.perf_counter() - start)
         self.refresh_cpu_seconds_max = max(self.refresh_cpu_seconds_max, time.thread_time() - cpu_start)
 
@@ -324,7 +351,44 @@ class Dashboard:
                   bqplot.Axis(scale=y_scale, orientation="vertical", tick_format=".3g")],
             fig_margin={"top": 30, "bottom": 40, "left": 50, "right": 10},
             layout=widgets.Layout(width="100%", height="220px"))
+        if name and kind in ("FloatParam", "IntParam"):
+            # Brushing a range of this knob proposes it to the steering panel.
+            brush = bqplot.interacts.BrushIntervalSelector(scale=x_scale, marks=[points], color="#0969da")
+            brush.observe(lambda change, name=name: self._on_slice_brush(name, change), "brushing")
+            figure.interaction = brush
         return {"figure": figure, "points": points, "categorical": kind == "ChoiceParam"}
+
+    def _on_slice_brush(self, name: str, change: dict) -> None:  # main thread
+        selected = change["owner"].selected
+        if change["new"] or selected is None or len(selected) != 2:
+            return  # still dragging, or cleared
+        low, high = sorted(float(v) for v in selected)
+        self.steer.propose("brush", {name: self._clip_to_declared(name, low, high)})
+
+    def _on_parallel_brush(self, change: dict) -> None:  # main thread
+        selected = change["owner"].selected
+        axis = self.parallel_axis.value
+        scaling = self._parallel_scaling.get(axis)
+        if change["new"] or selected is None or len(selected) != 2 or scaling is None:
+            return
+        low, high = sorted(float(v) for v in selected)
+        if scaling[0] == "number":
+            start, span = scaling[1], scaling[2] - scaling[1]
+            self.steer.propose("brush", {axis: self._clip_to_declared(axis, start + low * span, start + high * span)})
+        else:
+            labels = scaling[1]
+            spread = max(len(labels) - 1, 1)
+            picked = [label for i, label in enumerate(labels) if low - 1e-9 <= i / spread <= high + 1e-9]
+            param = self.run.declared_space().get(axis)
+            if param is not None and hasattr(param, "labels"):
+                picked = [o for o, label in zip(param.options, param.labels) if str(label) in picked]
+            self.steer.propose("brush", {axis: picked})
+
+    def _clip_to_declared(self, name: str, low: float, high: float) -> tuple[float, float]:
+        param = self.run.declared_space().get(name)
+        if param is None or not hasattr(param, "low"):
+            return (low, high)
+        return (min(max(low, param.low), param.high), min(max(high, param.low), param.high))
 
     def _take_slices(self) -> tuple[dict, list[str]]:
         return ({name: (list(xs), list(ys)) for name, (xs, ys) in self.digest.slices.items()},
@@ -365,6 +429,9 @@ class Dashboard:
         columns: dict[str, list] = {name: [row.params.get(name) for row in chosen] for name in names}
         columns["value"] = [row.values[0] for row in chosen]
         scaled = [_scale_column(columns[name]) for name in axes]
+        self._parallel_scaling = {name: _column_scaling(columns[name]) for name in names}
+        if list(self.parallel_axis.options) != names:
+            self.parallel_axis.options = names
         lines = [list(point) for point in zip(*scaled)]
         with self.parallel_lines.hold_sync():
             self.parallel_lines.x = axes
@@ -414,6 +481,9 @@ class Dashboard:
                 self.importance_bars.x = list(importances)
                 self.importance_bars.y = [float(v) for v in importances.values()]
             self.importance_note.value = f"From {complete} complete trials."
+
+    def _show_steer(self, change: dict) -> None:  # main thread: the panel's layout's only writer
+        self.steer.widget.layout.display = "flex" if change["new"] else "none"
 
     def _show_page(self, change: dict) -> None:  # main thread: the page box's only writer
         self.page.children = [self.pages[change["new"]]]

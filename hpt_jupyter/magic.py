@@ -26,6 +26,7 @@ from .report import best_trials_table
 from .run import Run
 from .samplers import SAMPLERS
 from .space import tune
+from .steering import parse_assignments
 from .storage import describe_default, resolve_storage, study_names
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -83,6 +84,14 @@ Line magic (NAME defaults to the latest study):
   %tune resume [NAME]
   %tune more N [NAME]     add N trials to the budget (restarts a finished study)
   %tune wait [NAME]       block until the study ends (interrupt: stop it gracefully)
+Steering (from the next trial on; the sampler keeps what it learnt inside the new space):
+  %tune narrow [NAME] lr=1e-4:1e-2 kernel=rbf,poly
+                          search only these ranges / options (inside the declared ones)
+  %tune focus [NAME] [top=0.25]
+                          narrow every knob to what the best 25% of trials span
+  %tune reset [NAME]      search the whole declared space again
+  %tune enqueue [NAME] lr=1e-3 kernel=rbf
+                          try these values next (the sampler picks the knobs not given)
 """
 
 EXAMPLE = """\
@@ -331,8 +340,12 @@ class TuneMagics(Magics):
             run = self._run_named(rest[1] if len(rest) > 1 else None)
             run.extend(int(rest[0]))
             return
-        if command not in ("status", "stop", "pause", "resume", "wait"):
-            raise TuneError(f"%tune {command}: unknown command; use list, status, stop, pause, resume, more N, wait.")
+        if command in ("narrow", "focus", "enqueue"):
+            self._steer(command, rest)
+            return
+        if command not in ("status", "stop", "pause", "resume", "wait", "reset"):
+            raise TuneError(f"%tune {command}: unknown command; use list, status, stop, pause, resume, more N, "
+                            "wait, narrow, focus, reset, enqueue.")
         if len(rest) > 1:
             raise TuneError(f"%tune {command} takes at most one study name, got {' '.join(rest)}.")
         run = self._run_named(rest[0] if rest else None)
@@ -349,9 +362,32 @@ class TuneMagics(Magics):
             run.pause()
         elif command == "resume":
             run.resume()
+        elif command == "reset":
+            print(f"'{run.name}': {_applied(run, run.reset(source='magic'))}")
         else:
             run.wait()
             self.coordinator.inject_now(run)
+
+    def _steer(self, command: str, words: list[str]) -> None:
+        name = words[0] if words and "=" not in words[0] else None
+        assignments = parse_assignments(words[1:] if name else words)
+        run = self._run_named(name)
+        if command == "narrow":
+            if not assignments:
+                raise TuneError("%tune narrow [NAME] KNOB=LOW:HIGH ...: say what to narrow, e.g. "
+                                "%tune narrow lr=1e-4:1e-2 kernel=rbf,poly.")
+            print(f"'{run.name}': {_applied(run, run.narrow(source='magic', **assignments))}")
+        elif command == "focus":
+            unknown = set(assignments) - {"top"}
+            if unknown:
+                raise TuneError(f"%tune focus [NAME] [top=0.25]: unknown setting {sorted(unknown)[0]!r}.")
+            print(f"'{run.name}': {_applied(run, run.focus(assignments.get('top', 0.25), source='magic'))}")
+        else:
+            if not assignments:
+                raise TuneError("%tune enqueue [NAME] KNOB=VALUE ...: give the values to try, e.g. "
+                                "%tune enqueue lr=1e-3 kernel=rbf.")
+            stored = run.enqueue(assignments, source="magic")
+            print(f"'{run.name}': queued as the next trial: " + ", ".join(f"{k}={v!r}" for k, v in stored.items()))
 
     def _list(self) -> str:
         rows = [("name", "state", "trials", "best", "store")]
@@ -369,6 +405,12 @@ class TuneMagics(Magics):
             return f"No studies in this kernel or in {describe_default()}."
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _applied(run: Run, record: Any) -> str:
+    what = ", ".join(f"{k} {v}" for k, v in record.ranges.items()) or "the whole declared space"
+    when = "from the next trial on" if run.is_alive else "for the next trials (%tune more N)"
+    return f"searching {what} {when}."
 
 
 TuneMagics.tune.__doc__ = PARSER.format_help() + "\n" + LINE_COMMANDS + "\n" + EXAMPLE

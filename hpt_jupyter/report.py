@@ -30,10 +30,11 @@ def _fmt(value: Any) -> str:
 def best_trials_table(run: Run, top: int = 5) -> str:
     """The best complete trials as an aligned text table."""
     if run.is_multi_objective:
-        trials = sorted(run.study.best_trials, key=lambda t: t.number)[:top]
-        title = f"Pareto front ({len(run.study.best_trials)} trials), first {len(trials)}:"
+        front = run.pareto_front()
+        trials = sorted(front, key=lambda t: t.number)[:top]
+        title = f"Pareto front ({len(front)} trials), first {len(trials)}:"
     else:
-        trials = [t for t in run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        trials = run.trials()  # across narrowings, numbered run-wide
         reverse = run.directions[0] == "maximize"
         trials = sorted(trials, key=lambda t: t.value, reverse=reverse)[:top]
         title = f"Top {len(trials)} trials:"
@@ -112,6 +113,9 @@ class TextReporter:
 
     def _on_budget(self, event: Event) -> None:
         self._write(f"{self._close_line()}  budget of '{self.run.name}' is now {self.run.budget} trials\n")
+
+    def _on_narrowed(self, event: Event) -> None:
+        self._write(f"{self._close_line()}  '{self.run.name}' narrowed: {event.message}\n")
 
     def _on_finished(self, event: Event) -> None:
         run = self.run

@@ -8,7 +8,9 @@ call :meth:`Run.stop`, :meth:`Run.pause`, :meth:`Run.resume` or :meth:`Run.exten
 from __future__ import annotations
 
 import contextvars
+import copy
 import datetime
+import random
 import inspect
 import json
 import logging
@@ -18,16 +20,18 @@ import os
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import optuna
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
 from .errors import TuneError
-from .space import ChoiceParam, Param, TrialContext, set_context
-from .storage import set_lease
+from .space import ChoiceParam, FloatParam, IntParam, Param, TrialContext, set_context
+from .steering import Narrowing, contains, describe, distribution, narrowed, near, span_of
+from .storage import SEGMENT_MARK, set_lease
 
 if TYPE_CHECKING:
     import pandas
@@ -38,6 +42,8 @@ logger = logging.getLogger("hpt_jupyter")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 TRACEBACK_KEY = "traceback"
 ASSIGNED_KEY = "hpt:assigned"
+NARROWINGS_KEY = "hpt:narrowings"  # on the named study: the log of narrowings, with their studies
+COPY_KEY = "hpt:copy_of"  # on a trial copied into a narrowed study: the run-wide number of the original
 
 # States a run moves through; the last three are final.
 READY, RUNNING, PAUSED, STOPPING = "ready", "running", "paused", "stopping"
@@ -45,10 +51,24 @@ FINISHED, STOPPED, FAILED = "finished", "stopped", "failed"
 FINAL_STATES = (FINISHED, STOPPED, FAILED)
 
 
+@dataclass
+class Segment:
+    """One study of a run: the named one, then one per narrowing. Its first ``seeded`` trials
+    are copies of earlier ones; its own trials are numbered run-wide from ``base``."""
+
+    study: optuna.Study
+    seeded: int = 0
+    base: int = 0
+
+    def own_trials(self) -> list[FrozenTrial]:
+        return [t for t in self.study.get_trials(deepcopy=False) if COPY_KEY not in t.system_attrs]
+
+
 @dataclass(frozen=True)
 class Event:
     """What a run tells its subscribers. ``kind`` is one of: started, trial_started,
-    trial_finished (any outcome: see ``trial.state``), paused, resumed, budget, finished."""
+    trial_finished (any outcome: see ``trial.state``), paused, resumed, budget, narrowed,
+    enqueued, finished. Trial numbers are run-wide (they go on across narrowings)."""
 
     kind: str
     run: Run
@@ -95,9 +115,11 @@ class Run:
         owner: str | None = None,
         opened: str = "",
         sampler_name: str = "",
+        sampler_factory: Callable[[int], optuna.samplers.BaseSampler] | None = None,
     ) -> None:
         self.name = name
-        self.study = study
+        self.study = study  # the study trials are asked from: the named one, or its latest narrowing
+        self.base_study = study
         self.cell = cell
         self.opened = opened
         self.sampler_name = sampler_name or type(study.sampler).__name__
@@ -130,9 +152,25 @@ class Run:
         self.objective_seconds = 0.0
         self.n_run = 0  # trials this run has finished
 
+        # Steering: the narrowed knobs (name -> the same kind of knob, smaller), the studies
+        # that searched each space, a narrowing waiting for the loop, configurations to try.
+        if sampler_factory is None:
+            pristine = copy.deepcopy(study.sampler)
+            sampler_factory = lambda k: copy.deepcopy(pristine)  # noqa: E731
+        self._sampler_factory = sampler_factory
+        self.overrides: dict[str, Param] = {}
+        self.narrowings: list[Narrowing] = []
+        self.segments = [Segment(study)]
+        self._pending_narrowing: tuple[dict[str, Param], Narrowing] | None = None
+        self._queue: deque[dict[str, Any]] = deque()
+        self._steer_lock = threading.Lock()  # one narrowing at a time, whoever asks
+        self._restore_narrowings()
+
         # One read of the stored history; from here on the run counts in memory.
         self.counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
-        for trial in study.get_trials(deepcopy=False):
+        self._next_number = 0
+        for trial in self.trials(states=None):
+            self._next_number = trial.number + 1
             if trial.state in self.counts:
                 self.counts[trial.state] += 1
                 if trial.state == TrialState.COMPLETE:
@@ -174,7 +212,7 @@ class Run:
         best in the first objective."""
         if not self.is_multi_objective:
             return self._best
-        front = self.study.best_trials
+        front = self.pareto_front()
         if not front:
             return None
         sign = -1 if self.directions[0] == "maximize" else 1
@@ -202,16 +240,63 @@ class Run:
         values.update(self._assigned.get(trial.number) or trial.user_attrs.get(ASSIGNED_KEY) or {})
         return values
 
+    def pareto_front(self) -> list[FrozenTrial]:
+        """The complete trials no other complete trial beats in every objective."""
+        from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+
+        return _get_pareto_front_trials_by_trials(self.trials(), self.base_study.directions)
+
+    def trials(self, states: tuple[TrialState, ...] | None = (TrialState.COMPLETE,)) -> list[FrozenTrial]:
+        """Every trial of the run's history, across narrowings, numbered run-wide (copies seeded
+        into a narrowed study are left out: each trial appears once). ``states=None``: all."""
+        found = []
+        for segment in self.segments:
+            for trial in segment.own_trials():
+                if states is None or trial.state in states:
+                    found.append(self._renumbered(trial, segment))
+        return found
+
+    def trial(self, number: int) -> FrozenTrial:
+        """Trial ``number`` (run-wide)."""
+        for segment in reversed(self.segments):
+            if number >= segment.base:
+                local = number - segment.base + segment.seeded
+                for trial in segment.study.get_trials(deepcopy=False):
+                    if trial.number == local:
+                        return self._renumbered(trial, segment)
+                break
+        raise KeyError(f"'{self.name}' has no trial #{number}")
+
+    @staticmethod
+    def _renumbered(trial: FrozenTrial, segment: Segment) -> FrozenTrial:
+        if not segment.base and not segment.seeded:
+            return trial
+        trial = copy.copy(trial)  # a shallow copy: the stored trial keeps its own number
+        trial.number = segment.base + trial.number - segment.seeded
+        return trial
+
     def trials_dataframe(self, **kwargs: Any) -> pandas.DataFrame:
-        """All trials of the study, as ``optuna.Study.trials_dataframe`` gives them."""
-        return self.study.trials_dataframe(**kwargs)
+        """All trials, as ``optuna.Study.trials_dataframe`` gives them, numbered run-wide across
+        narrowings (a column ``study`` says which study asked each)."""
+        import pandas
+
+        frames = []
+        for segment in self.segments:
+            frame = segment.study.trials_dataframe(**kwargs)
+            if frame.empty:
+                continue
+            frame = frame[frame["number"] >= segment.seeded].copy()
+            frame["number"] = frame["number"] - segment.seeded + segment.base
+            frame["study"] = segment.study.study_name
+            frames.append(frame)
+        return pandas.concat(frames, ignore_index=True) if frames else self.study.trials_dataframe(**kwargs)
 
     def failure(self, number: int) -> str:
         """The traceback of failed trial ``number``."""
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if trial.number == number:
-                return trial.user_attrs.get(TRACEBACK_KEY, "(no traceback recorded)")
-        raise KeyError(f"trial {number} did not fail")
+        trial = self.trial(number)
+        if trial.state != TrialState.FAIL:
+            raise KeyError(f"trial {number} did not fail")
+        return trial.user_attrs.get(TRACEBACK_KEY, "(no traceback recorded)")
 
     def progress(self) -> str:
         done = self.n_finished
@@ -220,7 +305,7 @@ class Run:
         if best is None:
             best_text = "no complete trial yet"
         elif self.is_multi_objective:
-            best_text = f"{len(self.study.best_trials)} on the Pareto front"
+            best_text = f"{len(self.pareto_front())} on the Pareto front"
         else:
             best_text = f"best {best:.6g} (#{self._best.number})"
         parts = [f"{done}{budget} trials", best_text]
@@ -334,6 +419,202 @@ class Run:
             if deadline is not None and time.monotonic() >= deadline:
                 return
 
+    # --- steering ----------------------------------------------------------------------
+
+    def declared_space(self) -> dict[str, Param]:
+        """Every knob as the cell (or objective) declares it: from the cell's code, and from
+        the trials so far for knobs whose bounds are computed at run time."""
+        space: dict[str, Param] = {}
+        if self.cell is not None:
+            space.update({d.name: d.param for d in self.cell.declarations if d.name and d.param is not None})
+        space.update(self.space)
+        return space
+
+    def effective_space(self) -> dict[str, Param]:
+        """The space trials are asked from now: the declared one with the narrowings applied."""
+        space = self.declared_space()
+        for name, override in self.overrides.items():
+            declared = space.get(name)
+            if isinstance(declared, ChoiceParam) and isinstance(override, ChoiceParam):
+                keep = [i for i, label in enumerate(declared.labels) if label in override.labels]
+                options = tuple(declared.options[i] for i in keep)
+                labels = options if declared.labels is declared.options else tuple(declared.labels[i] for i in keep)
+                space[name] = ChoiceParam(name, options, labels)
+            else:
+                space[name] = override
+        return space
+
+    def narrow(self, source: str = "api", **ranges: Any) -> Narrowing:
+        """Search only part of the declared space from the next trial on: ``(low, high)`` for a
+        number, a list of options for a choice. ``run.narrow(lr=(1e-4, 1e-2), kernel=["rbf"])``.
+
+        The sampler keeps learning: a new study on the narrowed space, seeded with the
+        complete trials inside it, takes over (the earlier ones stay as history; tables, plots,
+        the best trial and injection span them all). A request outside the declared space, an
+        empty range or no option left raises :class:`TuneError` and changes nothing."""
+        if not ranges:
+            raise TuneError("narrow needs at least one knob, e.g. run.narrow(lr=(1e-4, 1e-2)).")
+        if isinstance(self.study.sampler, optuna.samplers.GridSampler):
+            raise TuneError("A grid search tries a fixed grid: narrowing does not apply. Start a new "
+                            "%%tune with a smaller grid, or use another --sampler.")
+        declared = self.declared_space()
+        with self._steer_lock:
+            pending = self._pending_narrowing
+            overrides = dict(pending[0] if pending else self.overrides)
+            described = {}
+            for name, request in ranges.items():
+                param = declared.get(name)
+                if param is None:
+                    known = ", ".join(sorted(declared)) or "none yet"
+                    raise TuneError(f"'{self.name}' has no knob '{name}' to narrow; its knobs: {known}.")
+                new = narrowed(param, request)
+                described[name] = describe(new)
+                same = new == param if not isinstance(param, ChoiceParam) else new.labels == param.labels
+                if same:
+                    overrides.pop(name, None)
+                else:
+                    overrides[name] = new
+            if pending:  # not yet applied: this request joins it
+                described = {**pending[1].ranges, **described}
+            return self._request_space(overrides, Narrowing(source, described))
+
+    def reset(self, source: str = "reset") -> Narrowing:
+        """Search the whole declared space again (a new study seeded with every complete trial)."""
+        with self._steer_lock:
+            return self._request_space({}, Narrowing(source, {}))
+
+    def focus(self, top: float = 0.25, source: str = "top") -> Narrowing:
+        """Narrow every knob to the range the best ``top`` fraction of complete trials span."""
+        return self.narrow(source=source, **self.propose_focus(top))
+
+    def propose_focus(self, top: float = 0.25) -> dict[str, Any]:
+        """The ranges :meth:`focus` would apply, without applying them."""
+        if self.is_multi_objective:
+            raise TuneError("focus needs one objective: with several there is no single 'best X%'; "
+                            "narrow by hand with run.narrow(...).")
+        if not (isinstance(top, (int, float)) and 0 < top <= 1):
+            raise TuneError(f"top is a fraction of the trials, between 0 and 1 (e.g. 0.25), got {top!r}.")
+        complete = self.trials()
+        if len(complete) < 2:
+            raise TuneError(f"focus needs at least 2 complete trials; '{self.name}' has {len(complete)}.")
+        sign = -1 if self.directions[0] == "maximize" else 1
+        complete.sort(key=lambda t: (sign * t.value, t.number))
+        best = complete[: max(2, round(len(complete) * top))]
+        return span_of(self.declared_space(), [self._decoded(t.params) for t in best])
+
+    def enqueue(self, values: Mapping[str, Any], source: str = "api") -> dict[str, Any]:
+        """Try ``values`` (some or all knobs; the sampler picks the rest) as the next trial.
+        Values must lie in the space searched now."""
+        space = self.effective_space()
+        stored: dict[str, Any] = {}
+        for name, value in dict(values).items():
+            param = space.get(name)
+            if param is None:
+                known = ", ".join(sorted(space)) or "none yet"
+                raise TuneError(f"'{self.name}' has no knob '{name}'; its knobs: {known}.")
+            if isinstance(param, ChoiceParam):
+                matches = [label for option, label in zip(param.options, param.labels)
+                           if option is value or _same(option, value) or _same(label, value)]
+                if not matches:
+                    raise TuneError(f"{name}={value!r} is not among the options searched now: "
+                                    f"{list(param.labels)!r}.")
+                stored[name] = matches[0]
+            elif not contains(param, value) or (isinstance(param, IntParam) and not float(value).is_integer()):
+                raise TuneError(f"{name}={value!r} lies outside the range searched now ({describe(param)}); "
+                                "reset or widen the narrowing first.")
+            else:
+                stored[name] = value
+        self._queue.append(stored)
+        self._emit("enqueued", message=f"{source}: " + ", ".join(f"{k}={v!r}" for k, v in stored.items()))
+        return stored
+
+    def enqueue_near(self, number: int, spread: float = 0.05, seed: int | None = None) -> dict[str, Any]:
+        """"Try near this": trial ``number``'s values, each number moved by up to ``spread`` of
+        its range, clipped into the space searched now."""
+        trial = self.trial(number)
+        space = self.effective_space()
+        values = near(space, self._decoded(trial.params), spread, random.Random(seed))
+        for name, value in list(values.items()):
+            param = space.get(name)
+            if param is not None and not isinstance(param, ChoiceParam):
+                values[name] = min(max(value, param.low), param.high)
+            elif isinstance(param, ChoiceParam) and not any(_same(value, o) or value is o for o in param.options):
+                del values[name]  # an option narrowed away: let the sampler choose
+        return self.enqueue(values, source=f"near #{number}")
+
+    def _request_space(self, overrides: dict[str, Param], record: Narrowing) -> Narrowing:
+        """Apply now if no trial loop runs; else hand it to the loop for its next trial."""
+        with self._condition:
+            if self.is_alive:
+                self._pending_narrowing = (overrides, record)
+                self._condition.notify_all()
+                return record
+        self._apply_space(overrides, record)
+        return record
+
+    def _apply_space(self, overrides: dict[str, Param], record: Narrowing) -> None:
+        """Open a study on the new space, seed it with the complete trials inside it, ask from
+        it (the loop's thread between trials, or the caller's when no loop runs)."""
+        k = len(self.narrowings) + 1
+        study_name = f"{self.name}{SEGMENT_MARK}{k}"
+        storage = self.base_study._storage
+        try:  # a study of that name left by a run that crashed mid-narrowing
+            optuna.delete_study(study_name=study_name, storage=storage)
+        except KeyError:
+            pass
+        level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study = optuna.create_study(study_name=study_name, storage=storage, sampler=self._sampler_factory(k),
+                                        directions=self.directions)
+        finally:
+            optuna.logging.set_verbosity(level)
+        declared = self.declared_space()
+        seeds = []
+        for trial in self.trials():
+            if not all(contains(p, trial.params[n]) for n, p in overrides.items() if n in trial.params):
+                continue
+            try:
+                seeds.append(optuna.trial.create_trial(
+                    params=trial.params,
+                    distributions={n: distribution(overrides.get(n) or declared[n]) if n in declared
+                                   else d for n, d in trial.distributions.items()},
+                    values=trial.values, user_attrs=trial.user_attrs,
+                    system_attrs={COPY_KEY: trial.number}, intermediate_values=trial.intermediate_values))
+            except ValueError:  # a knob whose bounds the cell computes, outside them now: not a seed
+                continue
+        study.add_trials(seeds)
+        record.study, record.seeded, record.first_trial = study_name, len(seeds), self._next_number
+        self.segments.append(Segment(study, len(seeds), self._next_number))
+        self.study, self.overrides = study, overrides
+        self.narrowings.append(record)
+        self._save_narrowings()
+        self._emit("narrowed", message=record.describe())
+
+    def _save_narrowings(self) -> None:
+        log = []
+        for record, segment in zip(self.narrowings, self.segments[1:]):
+            entry = record.as_dict()
+            entry["base"] = segment.base
+            log.append(entry)
+        spaces = {name: _param_spec(p) for name, p in self.overrides.items()}
+        self.base_study._storage.set_study_system_attr(
+            self.base_study._study_id, NARROWINGS_KEY, {"log": log, "overrides": spaces})
+
+    def _restore_narrowings(self) -> None:
+        """A resumed study goes on in its latest narrowed space, with the same history."""
+        saved = self.base_study._storage.get_study_system_attrs(self.base_study._study_id).get(NARROWINGS_KEY)
+        if not saved:
+            return
+        for k, entry in enumerate(saved["log"], start=1):
+            study = optuna.load_study(study_name=entry["study"], storage=self.base_study._storage,
+                                      sampler=self._sampler_factory(k))
+            self.segments.append(Segment(study, entry["seeded"], entry["base"]))
+            self.narrowings.append(Narrowing(entry["source"], entry["ranges"], entry["study"], entry["seeded"],
+                                             entry["first_trial"], entry["at"]))
+        self.study = self.segments[-1].study
+        self.overrides = {name: _param_from_spec(name, spec) for name, spec in saved["overrides"].items()}
+
     # --- the loop ----------------------------------------------------------------------
 
     def _emit(self, kind: str, **fields: Any) -> None:
@@ -382,6 +663,7 @@ class Run:
                 reason = self._end_reason()
                 if reason:
                     break
+                self._take_steering()
                 self._run_one_trial()
             if self._stop_requested:
                 final_state = STOPPED
@@ -405,12 +687,24 @@ class Run:
             self._emit("finished", message=reason)
             self._done.set()
 
+    def _take_steering(self) -> None:
+        """Between trials: a requested narrowing, then the next queued configuration."""
+        with self._steer_lock:
+            pending, self._pending_narrowing = self._pending_narrowing, None
+            if pending is not None:
+                self._apply_space(*pending)
+        if self._queue:
+            self.study.enqueue_trial(self._queue.popleft(), skip_if_exists=False)
+
     def _run_one_trial(self) -> None:
         study = self.study
+        segment = self.segments[-1]
         start = time.perf_counter()
         trial = study.ask()
         ask_seconds = time.perf_counter() - start
-        self._emit("trial_started", number=trial.number)
+        number = segment.base + trial.number - segment.seeded  # run-wide
+        self._next_number = number + 1
+        self._emit("trial_started", number=number)
         context = TrialContext(trial, self)
         set_context(context)
         values: Any = None
@@ -435,7 +729,7 @@ class Run:
 
         start = time.perf_counter()
         if state == TrialState.COMPLETE:
-            self._keep_assignments(trial, context.assigned)
+            self._keep_assignments(trial, number, context.assigned)
         else:
             values = None
             trial.set_user_attr(TRACEBACK_KEY, failure or "")
@@ -443,7 +737,7 @@ class Run:
         # costs more than the rest of our loop (benchmarks/overhead.py).
         final_state, final_values, _ = _tell_with_warning(
             study, trial, values, None if state == TrialState.COMPLETE else state, suppress_warning=True)
-        frozen = _finished_copy(trial, final_state, final_values)
+        frozen = _finished_copy(trial, final_state, final_values, number)
         self.sampler_seconds += ask_seconds + context.sampler_seconds + time.perf_counter() - start
         self.n_run += 1
         self.counts[frozen.state] += 1
@@ -477,12 +771,12 @@ class Run:
                           f"give one --direction per score (e.g. --direction maximize minimize).")
         return _one_score(result)
 
-    def _keep_assignments(self, trial: optuna.Trial, assigned: dict[str, Any]) -> None:
+    def _keep_assignments(self, trial: optuna.Trial, number: int, assigned: dict[str, Any]) -> None:
         differing = {k: v for k, v in assigned.items()
                      if k not in trial.params or not _same(self._decode(k, trial.params[k]), v)}
         if not differing:
             return
-        self._assigned[trial.number] = differing
+        self._assigned[number] = differing
         try:  # persisted when it can be, so a resumed study injects the same values
             json.dumps(differing)
         except (TypeError, ValueError):
@@ -512,17 +806,33 @@ class Run:
         return {k: self._decode(k, v) for k, v in params.items()}
 
 
-def _finished_copy(trial: optuna.Trial, state: TrialState, values: list[float] | None) -> FrozenTrial:
-    """The told trial, built from the trial's own record: reading it back from a database
-    costs a query per trial (about 7 ms on SQLite) for what we already know."""
+def _finished_copy(trial: optuna.Trial, state: TrialState, values: list[float] | None,
+                   number: int) -> FrozenTrial:
+    """The told trial, built from the trial's own record (reading it back from a database
+    costs a query per trial, about 7 ms on SQLite, for what we already know), numbered
+    run-wide."""
     known = trial._cached_frozen_trial
     return FrozenTrial(
-        number=known.number, state=state, value=None, values=values,
+        number=number, state=state, value=None, values=values,
         datetime_start=known.datetime_start, datetime_complete=datetime.datetime.now(),
         params=dict(known.params), distributions=dict(known.distributions),
         user_attrs=dict(known.user_attrs), system_attrs=dict(known.system_attrs),
         intermediate_values=dict(known.intermediate_values), trial_id=trial._trial_id,
     )
+
+
+def _param_spec(param: Param) -> dict[str, Any]:
+    if isinstance(param, ChoiceParam):
+        return {"kind": "choice", "labels": list(param.labels)}
+    return {"kind": type(param).__name__, "low": param.low, "high": param.high, "log": param.log, "step": param.step}
+
+
+def _param_from_spec(name: str, spec: dict[str, Any]) -> Param:
+    if spec["kind"] == "choice":
+        labels = tuple(spec["labels"])
+        return ChoiceParam(name, labels, labels)  # options come from the declared knob when trials ask
+    kind = FloatParam if spec["kind"] == "FloatParam" else IntParam
+    return kind(name, spec["low"], spec["high"], spec["log"], spec["step"])
 
 
 def _same(a: Any, b: Any) -> bool:

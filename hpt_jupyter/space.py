@@ -194,12 +194,21 @@ class TrialContext:
         self._declare(param)
         start = time.perf_counter()
         trial = self.trial
-        if isinstance(param, FloatParam):
-            value = trial.suggest_float(param.name, param.low, param.high, log=param.log, step=param.step)
-        elif isinstance(param, IntParam):
-            value = trial.suggest_int(param.name, param.low, param.high, log=param.log, step=param.step)
+        override = self.run.overrides.get(param.name) if self.run is not None and self.run.overrides else None
+        if isinstance(param, ChoiceParam):
+            labels = param.labels
+            if isinstance(override, ChoiceParam):  # narrowed: the kept options, in the declared order
+                labels = tuple(label for label in param.labels if label in override.labels) or labels
+            value = param.decode(trial.suggest_categorical(param.name, labels))
         else:
-            value = param.decode(trial.suggest_categorical(param.name, param.labels))
+            low, high = param.low, param.high
+            if override is not None and not isinstance(override, ChoiceParam):
+                # narrowed; clipped in case the cell's own bounds changed since
+                low, high = max(low, override.low), min(high, override.high)
+                if low > high:
+                    low, high = param.low, param.high
+            suggest = trial.suggest_float if isinstance(param, FloatParam) else trial.suggest_int
+            value = suggest(param.name, low, high, log=param.log, step=param.step)
         self.sampler_seconds += time.perf_counter() - start
         return value
 

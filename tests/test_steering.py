@@ -1,0 +1,224 @@
+"""Narrowing a running search, enqueueing configurations, and what the samplers do after it,
+in process through the Python API (the kernel and browser paths are in test_kernel_steering.py
+and test_browser.py)."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+
+from hpt_jupyter import TuneError, compile_cell, start, tune
+from hpt_jupyter.storage import study_names
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+CELL = """x = tune.float(-5, 5)
+lr = tune.float(1e-5, 1e-1, log=True)
+depth = tune.int(2, 20, step=2)
+kind = tune.choice(["a", "b", "c"])
+pause(delay)
+(x - 1) ** 2 + abs(lr - 1e-3) * 100 + depth / 10 + (kind == "b")
+"""
+
+
+def _cell(delay: float = 0.0):
+    return compile_cell(CELL, {"pause": time.sleep, "delay": delay})
+
+
+def _inside(run, first: int, **ranges) -> bool:
+    later = [t for t in run.trials() if t.number >= first]
+    assert later, "no trial ran after the narrowing"
+    for trial in later:
+        params = run._decoded(trial.params)
+        for name, wanted in ranges.items():
+            value = params[name]
+            if isinstance(wanted, list):
+                if value not in wanted:
+                    return False
+            elif not wanted[0] <= value <= wanted[1]:
+                return False
+    return True
+
+
+def test_every_trial_asked_after_a_narrowing_lies_inside_it():
+    run = start(_cell(0.01), n_trials=60, sampler="tpe", seed=0, storage="memory", report=False, name="inside")
+    time.sleep(0.3)  # narrowed while the loop runs: it applies before the next trial
+    record = run.narrow(x=(0, 2), lr=(1e-4, 1e-2), depth=(4, 9), kind=["a", "c"])
+    run.wait()
+    assert record.first_trial is not None and record.first_trial < 60
+    assert record.seeded == sum(
+        1 for t in run.trials() if t.number < record.first_trial and 0 <= t.params["x"] <= 2
+        and 1e-4 <= t.params["lr"] <= 1e-2 and 4 <= t.params["depth"] <= 8 and t.params["kind"] != "b")
+    assert _inside(run, record.first_trial, x=(0, 2), lr=(1e-4, 1e-2), depth=(4, 8), kind=["a", "c"])
+    # depth snaps to its declared step grid (2, 4, 6, ...): 4 .. 9 becomes 4 .. 8
+    assert {run._decoded(t.params)["depth"] for t in run.trials() if t.number >= record.first_trial} <= {4, 6, 8}
+    # one history: numbers run on, the budget counts every trial once, the best spans all
+    numbers = [t.number for t in run.trials(states=None)]
+    assert numbers == list(range(60)) and run.n_finished == 60
+    best = min(run.trials(), key=lambda t: t.value)
+    assert run.best_trial.number == best.number
+    frame = run.trials_dataframe()
+    assert list(frame["number"]) == list(range(60)) and frame["study"].nunique() == 2
+
+
+def test_widening_and_reset_seed_every_trial_inside_the_new_space():
+    run = start(_cell(), n_trials=30, sampler="random", seed=1, storage="memory", report=False, name="widen")
+    run.wait()
+    narrow = run.narrow(x=(0, 1))
+    run.extend(10)
+    run.wait()
+    wide = run.narrow(x=(-5, 3))
+    assert wide.seeded == sum(1 for t in run.trials() if -5 <= t.params["x"] <= 3)
+    reset = run.reset()
+    assert run.overrides == {} and reset.seeded == run.n_complete == 40
+    run.extend(5)
+    run.wait()
+    assert [n.source for n in run.narrowings] == ["api", "api", "reset"]
+    assert narrow.seeded < wide.seeded < reset.seeded
+    assert any(t.params["x"] > 3 for t in run.trials() if t.number >= 40) or run.n_finished == 45
+
+
+@pytest.mark.parametrize("request_, message", [
+    ({"x": (2, 1)}, "is empty (low > high)"),
+    ({"x": (-10, 1)}, "outside the declared range"),
+    ({"lr": (1e-7, 1e-3)}, "outside the declared range"),
+    ({"kind": []}, "Keep at least one option"),
+    ({"kind": ["z"]}, "has no option 'z'"),
+    ({"depth": (5, 5)}, "no value of step 2"),
+    ({"nope": (0, 1)}, "has no knob 'nope'"),
+    ({"x": "wide"}, "give its new range as (low, high)"),
+])
+def test_bad_narrowing_is_refused_with_one_message_and_changes_nothing(request_, message):
+    run = start(_cell(), n_trials=10, sampler="random", seed=0, storage="memory", report=False, name="refused")
+    run.wait()
+    with pytest.raises(TuneError, match=None) as raised:
+        run.narrow(**request_)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert run.overrides == {} and run.narrowings == [] and len(run.segments) == 1
+    run.extend(5)
+    run.wait()
+    assert run.n_finished == 15 and run.state == "finished"
+
+
+def test_enqueued_configurations_run_next_in_order():
+    run = start(_cell(0.02), n_trials=40, sampler="tpe", seed=0, storage="memory", report=False, name="queue")
+    time.sleep(0.2)
+    run.enqueue({"x": 1.0, "kind": "c"})
+    run.enqueue({"x": -2.5, "lr": 1e-3, "depth": 10, "kind": "a"})
+    enqueued_at = max(t.number for t in run.trials(states=None))
+    run.wait()
+    after = [run._decoded(t.params) for t in run.trials(states=None) if t.number > enqueued_at]
+    first, second = after[0], after[1]
+    if first["x"] != 1.0:  # the trial asked while we enqueued may come first
+        first, second = after[1], after[2]
+    assert first["x"] == 1.0 and first["kind"] == "c"
+    assert second == {"x": -2.5, "lr": 1e-3, "depth": 10, "kind": "a"}
+    with pytest.raises(TuneError, match="outside the range searched now"):
+        run.enqueue({"x": 9.0})
+    with pytest.raises(TuneError, match="not among the options"):
+        run.enqueue({"kind": "z"})
+
+
+def test_try_near_a_trial_stays_close_and_inside():
+    run = start(_cell(), n_trials=20, sampler="random", seed=2, storage="memory", report=False, name="near")
+    run.wait()
+    base = run._decoded(run.trial(7).params)
+    stored = run.enqueue_near(7, spread=0.05, seed=0)
+    assert abs(stored["x"] - base["x"]) <= 0.05 * 10 + 1e-9 and -5 <= stored["x"] <= 5
+    assert stored["kind"] == base["kind"] and stored["depth"] % 2 == 0
+    run.extend(1)
+    run.wait()
+    assert run._decoded(run.trial(20).params) == stored
+
+
+def test_focus_proposes_the_box_of_the_best_trials():
+    run = start(_cell(), n_trials=40, sampler="random", seed=3, storage="memory", report=False, name="focus")
+    run.wait()
+    best = sorted(run.trials(), key=lambda t: t.value)[:10]
+    ranges = run.propose_focus(0.25)
+    xs = [t.params["x"] for t in best]
+    assert ranges["x"] == (min(xs), max(xs))
+    assert set(ranges["kind"]) == {t.params["kind"] for t in best}
+    record = run.focus(0.25)
+    assert record.source == "top" and record.seeded >= 10
+
+
+def _count_calls(obj, method: str) -> list:
+    calls: list = []
+    original = getattr(obj, method)
+
+    def counted(*args, **kwargs):
+        calls.append(args[2] if len(args) > 2 else None)
+        return original(*args, **kwargs)
+
+    setattr(obj, method, counted)
+    return calls
+
+
+def test_tpe_keeps_learning_after_a_narrowing_no_random_startup():
+    run = start(_cell(), n_trials=30, sampler="tpe", seed=0, storage="memory", report=False, name="tpe-fallback")
+    run.wait()
+    record = run.narrow(x=(-2, 3), lr=(1e-5, 1e-2))
+    assert record.seeded >= 10  # TPE's startup is 10 trials: the seeds replace it
+    random_calls = _count_calls(run.study.sampler._random_sampler, "sample_independent")
+    run.extend(15)
+    run.wait()
+    assert random_calls == []
+    # The counter does see fallbacks: a narrowing that keeps only a few trials falls back.
+    sparse = run.narrow(x=(4.5, 5))
+    assert sparse.seeded < 10
+    random_calls = _count_calls(run.study.sampler._random_sampler, "sample_independent")
+    run.extend(3)
+    run.wait()
+    assert random_calls
+
+
+def test_cmaes_keeps_its_joint_model_after_a_narrowing():
+    cell = compile_cell("x = tune.float(-5, 5)\ny = tune.float(-5, 5)\n(x - 1) ** 2 + (y + 2) ** 2", {})
+    run = start(cell, n_trials=20, sampler="cmaes", seed=0, storage="memory", report=False, name="cma")
+    run.wait()
+    run.narrow(x=(-1, 3), y=(-4, 0))
+    fallbacks = _count_calls(run.study.sampler._independent_sampler, "sample_independent")
+    run.extend(30)
+    run.wait()
+    assert fallbacks == []
+    assert run.best_value < 1.0
+    # Changing the space in place (what narrowing avoids) does fall back, and is counted.
+    study = optuna.create_study(sampler=optuna.samplers.CmaEsSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("x", -5, 5) ** 2 + t.suggest_float("y", -5, 5) ** 2, n_trials=10)
+    in_place = _count_calls(study.sampler._independent_sampler, "sample_independent")
+    study.optimize(lambda t: t.suggest_float("x", -1, 3) ** 2 + t.suggest_float("y", -4, 0) ** 2, n_trials=10)
+    assert len(in_place) >= 10
+
+
+def test_a_resumed_study_goes_on_in_its_narrowed_space(tmp_path):
+    store = str(tmp_path / "steer.journal")
+    run = start(_cell(), n_trials=20, sampler="tpe", seed=0, storage=store, report=False, name="resumable")
+    run.wait()
+    record = run.narrow(x=(0, 2), kind=["a"])
+    run.extend(10)
+    run.wait()
+    tune.runs.clear()
+    again = start(_cell(), n_trials=40, sampler="tpe", seed=0, storage=store, report=False, name="resumable")
+    again.wait()
+    assert [n.first_trial for n in again.narrowings] == [record.first_trial]
+    assert again.overrides.keys() == {"x", "kind"}
+    assert [t.number for t in again.trials(states=None)] == list(range(40))
+    assert _inside(again, record.first_trial, x=(0, 2), kind=["a"])
+    assert again.best_trial.number == min(again.trials(), key=lambda t: t.value).number
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(store))
+    assert study_names(storage) == ["resumable"]  # the narrowed studies are part of it
+    fresh = start(_cell(), n_trials=5, sampler="tpe", seed=0, storage=store, report=False, name="resumable",
+                  mode="fresh")
+    fresh.wait()
+    assert fresh.narrowings == [] and len(storage.get_all_studies()) == 1
+
+
+def test_a_grid_search_cannot_be_narrowed():
+    cell = compile_cell("k = tune.choice([1, 2, 3])\nk", {})
+    run = start(cell, sampler="grid", storage="memory", report=False, name="grid-narrow")
+    run.wait()
+    with pytest.raises(TuneError, match="grid search tries a fixed grid"):
+        run.narrow(k=[1])
