@@ -33,7 +33,10 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Touching these on a run object does not need the study's final result.
 _CONTROL_ATTRIBUTES = {"stop", "pause", "resume", "extend", "wait", "state", "name", "progress", "status",
                        "subscribe", "budget", "elapsed", "is_alive", "n_finished", "n_complete", "n_failed",
-                       "failure", "failures", "reason"}
+                       "failure", "failures", "reason",
+                       # steering a running study is the point: these never wait for its end
+                       "narrow", "reset", "focus", "propose_focus", "enqueue", "enqueue_near", "narrowings",
+                       "overrides", "effective_space", "declared_space"}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -130,6 +130,26 @@ class Kernel:
                 states[content["comm_id"]].update(content["data"]["state"])
         return states
 
+    def update_widget(self, comm_id: str, state: dict, buffers: list[bytes] | None = None,
+                      buffer_paths: list[list] | None = None) -> None:
+        """Change a widget's state as a frontend does when the user moves it."""
+        data = {"method": "update", "state": state, "buffer_paths": buffer_paths or []}
+        msg = self.client.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+        self.client.session.send(self.client.shell_channel.socket, msg, buffers=buffers or [])
+
+    def click(self, comm_id: str) -> None:
+        """Click a Button as the frontend does."""
+        msg = self.client.session.msg("comm_msg", {"comm_id": comm_id,
+                                                   "data": {"method": "custom", "content": {"event": "click"}}})
+        self.client.shell_channel.send(msg)
+
+    def find_widget(self, msg_id: str, model: str, **state) -> str:
+        """The comm id of the widget of ``model`` whose state has these values."""
+        for comm_id, found in self.widgets(msg_id).items():
+            if found.get("_model_name") == model and all(found.get(k) == v for k, v in state.items()):
+                return comm_id
+        raise KeyError(f"no {model} with {state}")
+
     def html_widgets(self, msg_id: str, settle: float = 0.5) -> list[str]:
         return [s["value"] for s in self.widgets(msg_id, settle).values() if s.get("_model_name") == "HTMLModel"]
 
