@@ -96,3 +96,23 @@ def test_nbconvert_execute(tmp_path):
     nb = nbformat.read(tmp_path / "done.ipynb", as_version=4)
     best = _stored_best(tmp_path, "small")
     assert f"X {best.params['x']}" in _text(nb.cells[-1])
+
+
+def test_steering_notebook_narrows_in_batch_and_every_later_trial_is_inside(tmp_path):
+    notebook = tmp_path / "steering.ipynb"
+    shutil.copy(ROOT / "notebooks" / "steering.ipynb", notebook)
+    nb = nbformat.read(notebook, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors
+    text = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
+    assert "25 trials after the narrowing, all inside the box: True" in text
+    assert "top: alpha" in text  # the narrowing, described
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
+    names = sorted(s.study_name for s in storage.get_all_studies())
+    assert names == ["ridge", "ridge ~narrowed-1"]
+    base = optuna.load_study(study_name="ridge", storage=storage)
+    log = base._storage.get_study_system_attrs(base._study_id)["hpt:narrowings"]["log"]
+    assert [entry["source"] for entry in log] == ["top"] and log[0]["first_trial"] == 25
+    narrowed = optuna.load_study(study_name="ridge ~narrowed-1", storage=storage)
+    assert len(narrowed.trials) == 25 + log[0]["seeded"]
