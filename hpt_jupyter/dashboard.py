@@ -186,7 +186,7 @@ class Dashboard:
         # draws negative-size rectangles (console errors in Chromium).
         self.pages = dict(tabs)
         self.page_picker = widgets.ToggleButtons(options=list(self.pages), value=tabs[0][0],
-                                                 style={"button_width": "110px"})
+                                                 style={"button_width": "96px"})
         self.page = widgets.Box([tabs[0][1]], layout=widgets.Layout(width="100%"))
         self.page_picker.observe(self._show_page, "value")
         # The view's own errors show here: appended from the writer thread, never `with out:`

@@ -164,6 +164,7 @@ class Run:
         self._pending_narrowing: tuple[dict[str, Param], Narrowing] | None = None
         self._queue: deque[dict[str, Any]] = deque()
         self._steer_lock = threading.Lock()  # one narrowing at a time, whoever asks
+        self._loop_takes_steering = False  # True while a loop runs and applies narrowings between trials
         self._restore_narrowings()
 
         # One read of the stored history; from here on the run counts in memory.
@@ -352,6 +353,8 @@ class Run:
             if self.started_at is None:
                 self.started_at = time.monotonic()
             self._done.clear()
+        with self._steer_lock:
+            self._loop_takes_steering = True
         # The thread runs in a copy of the caller's context, so output it prints goes where
         # the caller's output goes (ipykernel routes output by a context variable).
         context = contextvars.copy_context()
@@ -543,12 +546,11 @@ class Run:
         return self.enqueue(values, source=f"near #{number}")
 
     def _request_space(self, overrides: dict[str, Param], record: Narrowing) -> Narrowing:
-        """Apply now if no trial loop runs; else hand it to the loop for its next trial."""
-        with self._condition:
-            if self.is_alive:
-                self._pending_narrowing = (overrides, record)
-                self._condition.notify_all()
-                return record
+        """Apply now if no trial loop runs; else hand it to the loop for its next trial
+        (called with ``_steer_lock`` held, which the loop takes to stop taking requests)."""
+        if self._loop_takes_steering:
+            self._pending_narrowing = (overrides, record)
+            return record
         self._apply_space(overrides, record)
         return record
 
@@ -676,6 +678,14 @@ class Run:
             logger.exception("hpt_jupyter: run %r failed", self.name)
         finally:
             study._thread_local.in_optimize_loop = False
+            try:  # a narrowing asked for while the last trial ran holds for the next start
+                with self._steer_lock:
+                    self._loop_takes_steering = False  # from now on a narrowing applies at once
+                    pending, self._pending_narrowing = self._pending_narrowing, None
+                    if pending is not None:
+                        self._apply_space(*pending)
+            except Exception:  # noqa: BLE001 - the store may be what failed
+                logger.exception("hpt_jupyter: could not apply the narrowing of run %r", self.name)
             if self._owner is not None:
                 try:
                     set_lease(study, self._owner, "ended")

@@ -169,3 +169,50 @@ def test_dashboard_renders_fills_and_stops_in_jupyterlab(lab, page):
         page.wait_for_selector(selector, timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / f"dashboard-{name.lower()}.png"))
     assert page.console_errors == [], page.console_errors
+
+
+def test_dragging_a_range_slider_narrows_the_running_search_in_jupyterlab(lab, page):
+    url, root = lab
+    _notebook(root / "steer.ipynb", [
+        "%load_ext hpt_jupyter",
+        "%%tune -n 600 --name drag --storage memory --seed 0\n"
+        "x = tune.float(-5, 5)\ny = tune.float(-5, 5)\nimport time\ntime.sleep(0.1)\n(x - 1) ** 2 + y ** 2",
+    ])
+    _run_all(page, url, "steer.ipynb")
+    page.locator(".widget-html-content", has_text="running").first.wait_for(timeout=90_000)
+
+    # Drag the lower handle of x's range slider to the right half of its track.
+    slider = page.locator(".widget-hslider", has=page.locator("label.widget-label", has_text="x")).first
+    handle = slider.locator(".noUi-handle-lower")
+    track = slider.locator(".noUi-base").bounding_box()
+    start = handle.bounding_box()
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(track["x"] + track["width"] * 0.6, start["y"] + start["height"] / 2, steps=10)
+    page.mouse.up()
+
+    message = page.locator(".widget-html-content", has_text="(slider)").first
+    message.wait_for(timeout=20_000)
+    text = message.inner_text()  # "Searching x 0.99 .. 5 from the next trial on (slider)."
+    low, high = (float(v) for v in text.split("Searching x ")[1].split(" from")[0].split(" .. "))
+    assert 0 < low < 3 and high == 5
+    page.locator(".widget-html-content", has_text="Narrowings").first.wait_for(timeout=20_000)
+    page.screenshot(path=str(ARTIFACTS / "steer-dragged.png"))
+    time.sleep(3)  # about 25 trials asked in the narrowed space
+
+    # The newest trials, in the table sorted by number, newest first, all lie in the range.
+    page.click(".widget-toggle-button:has-text('Trials')")
+    page.select_option(".widget-dropdown:has(label:text-is('sort by')) select", "#")
+    page.click(".widget-toggle-button:has-text('ascending')")
+    page.locator(".widget-toggle-button:has-text('descending')").wait_for(timeout=10_000)
+    time.sleep(1)
+    headers = page.eval_on_selector_all("table.hpt-trials th", "els => els.map(e => e.textContent)")
+    rows = page.eval_on_selector_all(
+        "table.hpt-trials tbody tr", "rows => rows.slice(0, 10).map(r => [...r.cells].map(c => c.textContent))")
+    column = headers.index("x")
+    newest = [float(row[column]) for row in rows if row[1] == "complete"]
+    assert len(newest) >= 5 and all(low - 1e-6 <= x <= high for x in newest), (low, newest)
+    page.screenshot(path=str(ARTIFACTS / "steer-trials.png"))
+    page.click("button:has-text('Stop')")
+    page.locator(".widget-html-content", has_text="● stopped").first.wait_for(timeout=15_000)
+    assert page.console_errors == [], page.console_errors

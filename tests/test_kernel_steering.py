@@ -106,3 +106,31 @@ def test_tune_line_commands_narrow_refuse_and_enqueue(kernel):
     assert "searching the whole declared space" in reset.stdout
     focus = kernel.run("%tune focus typed top=0.2")
     assert focus.error is None and "'typed': searching x" in focus.stdout
+
+
+def test_a_brush_on_a_parallel_coordinates_axis_proposes_that_axis_range(kernel):
+    cell = kernel.run(CELL.format(n=300, name="parallel", delay=0.05))
+    assert cell.error is None, cell.error_text
+    time.sleep(0.8)
+    pages = kernel.find_widget(cell.msg_id, "ToggleButtonsModel", _options_labels=[
+        "History", "Trials", "Slices", "Parallel", "Intermediate", "Importance"])
+    kernel.update_widget(pages, {"index": 3})  # the parallel coordinates page: it draws while on show
+    time.sleep(1.0)
+    axis = kernel.find_widget(cell.msg_id, "DropdownModel", description="brush axis")
+    labels = kernel.widgets(cell.msg_id)[axis]["_options_labels"]
+    kernel.update_widget(axis, {"index": labels.index("x")})
+    kernel.run("%tune pause parallel\nimport time; time.sleep(0.8)")  # no new trial moves the axes now
+    drawn = kernel.value("get_ipython().magics_manager.registry['TuneMagics'].dashboards['parallel']"
+                         "._parallel_scaling['x']")
+    brush = kernel.find_widget(cell.msg_id, "BrushIntervalSelectorModel", orientation="vertical")
+    kernel.update_widget(brush, {"brushing": True})
+    kernel.update_widget(brush, {"selected": {"dtype": "float64", "shape": [2]}, "brushing": False},
+                         buffers=[np.array([0.0, 0.5]).tobytes()], buffer_paths=[["selected", "value"]])
+    time.sleep(0.5)
+    kernel.click(kernel.find_widget(cell.msg_id, "ButtonModel", description="Apply proposal"))
+    time.sleep(0.5)
+    kernel.run("%tune stop parallel\n%tune resume parallel\n%tune wait parallel")
+    low, high = kernel.value("(lambda p: (p.low, p.high))(tune.runs['parallel'].overrides['x'])")
+    _, start, end = drawn
+    assert abs(low - start) < 1e-9 and abs(high - (start + 0.5 * (end - start))) < 1e-9
+    assert kernel.value("tune.runs['parallel'].narrowings[-1].source") == "brush"
