@@ -89,7 +89,12 @@ def open_study(name: str, storage_spec: str | None, directions: list[str], sampl
             f"The stored study '{name}' was created with --direction {' '.join(stored_directions)}, but this "
             f"asks for {' '.join(directions)}. Use --fresh to start it over, or --name for a new study."
         )
-    orphans = fail_orphaned_trials(study) if persistent else []
+    orphans = []
+    if persistent:  # the leases are on the named study; its narrowings' studies go with it
+        log = (study._storage.get_study_system_attrs(study._study_id).get(NARROWINGS_KEY) or {"log": []})["log"]
+        narrowed = [(optuna.load_study(study_name=entry["study"], storage=study._storage), entry["seeded"],
+                     entry["base"]) for entry in log]
+        orphans = fail_orphaned_trials(study, narrowed)
     stored = len(study.get_trials(deepcopy=False))
     opened = f"resumed from {where} ({stored} stored trials"
     if orphans:

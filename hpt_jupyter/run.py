@@ -654,7 +654,7 @@ class Run:
         study._stop_flag = False
         self._loop_started = time.monotonic()
         if self._owner is not None:  # lets a later kernel tell our RUNNING trials from a live one's
-            set_lease(study, self._owner, "active")
+            set_lease(self.base_study, self._owner, "active")
         self._emit("started", message=self.opened)
         final_state, reason = FINISHED, ""
         try:
@@ -688,7 +688,7 @@ class Run:
                 logger.exception("hpt_jupyter: could not apply the narrowing of run %r", self.name)
             if self._owner is not None:
                 try:
-                    set_lease(study, self._owner, "ended")
+                    set_lease(self.base_study, self._owner, "ended")
                 except Exception:  # noqa: BLE001 - the store may be what failed
                     logger.exception("hpt_jupyter: could not end the lease of run %r", self.name)
             with self._condition:

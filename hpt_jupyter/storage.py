@@ -123,8 +123,9 @@ def set_lease(study: optuna.Study, owner: str, state: str) -> None:
     study._storage.set_study_system_attr(study._study_id, LEASE_PREFIX + owner, state)
 
 
-def fail_orphaned_trials(study: optuna.Study) -> list[int]:
-    """Mark failed the RUNNING trials left by kernels that died (on this host).
+def fail_orphaned_trials(study: optuna.Study, narrowed: list[tuple[optuna.Study, int, int]] = ()) -> list[int]:
+    """Mark failed the RUNNING trials left by kernels that died (on this host), in ``study``
+    and in the studies of its narrowings (``(study, seeded, base)``: numbered run-wide).
 
     Only when every other kernel that holds an active lease on the study is known dead: a
     live (or unknown, other-host) owner may still be running them.
@@ -140,13 +141,14 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
         return []
     orphans = []
     storage = study._storage
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(
-            trial._trial_id, TRACEBACK_KEY,
-            "Interrupted: the kernel running this trial stopped before it finished (restart or crash).",
-        )
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        orphans.append(trial.number)
+    for each, seeded, base in [(study, 0, 0), *narrowed]:
+        for trial in each.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            storage.set_trial_user_attr(
+                trial._trial_id, TRACEBACK_KEY,
+                "Interrupted: the kernel running this trial stopped before it finished (restart or crash).",
+            )
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            orphans.append(base + trial.number - seeded)
     for owner in dead:
         set_lease(study, owner, "ended")
     return orphans

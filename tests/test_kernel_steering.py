@@ -134,3 +134,39 @@ def test_a_brush_on_a_parallel_coordinates_axis_proposes_that_axis_range(kernel)
     _, start, end = drawn
     assert abs(low - start) < 1e-9 and abs(high - (start + 0.5 * (end - start))) < 1e-9
     assert kernel.value("tune.runs['parallel'].narrowings[-1].source") == "brush"
+
+
+def test_a_kernel_killed_in_a_narrowed_space_resumes_there(kernel, tmp_path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    cell = ("%%tune -n 30 --name crashy --seed 0\n"
+            "x = tune.float(-5, 5)\nkind = tune.choice(['a', 'b'])\nimport time; time.sleep(0.3)\n(x - 1) ** 2")
+    assert kernel.run(cell).error is None
+    time.sleep(1.5)
+    assert kernel.run("%tune narrow crashy x=0:2 kind=a").error is None
+    store = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until a trial runs in the narrowed study
+        names = [s.study_name for s in store.get_all_studies()]
+        if "crashy ~narrowed-1" in names:
+            trials = optuna.load_study(study_name="crashy ~narrowed-1", storage=store).trials
+            if trials and trials[-1].state == TrialState.RUNNING and "hpt:copy_of" not in trials[-1].system_attrs:
+                break
+        time.sleep(0.05)
+    kernel.kill_and_restart()
+    assert kernel.run("%load_ext hpt_jupyter\nfrom hpt_jupyter import tune").error is None
+    reply = kernel.run(cell)
+    assert reply.error is None, reply.error_text
+    kernel.run("%tune wait crashy")
+    header = next(h for h in kernel.html_widgets(reply.msg_id) if "sampler" in h)
+    assert "resumed from" in header and "was cut off by a kernel restart" in header
+    first = kernel.value("tune.runs['crashy'].narrowings[0].first_trial")
+    assert kernel.value("sorted(tune.runs['crashy'].overrides)") == ["kind", "x"]
+    states = kernel.value("[(t.number, t.state.name) for t in tune.runs['crashy'].trials(states=None)]")
+    assert [n for n, _ in states] == list(range(len(states))) and [s for _, s in states].count("FAIL") == 1
+    assert kernel.value("tune.runs['crashy'].n_finished") == 30
+    later = _later(kernel, "crashy", "(t.params['x'], t.params['kind'])")
+    assert all(0 <= x <= 2 and kind == "a" for x, kind in later) and first < 30
