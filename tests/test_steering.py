@@ -157,22 +157,31 @@ def _count_calls(obj, method: str) -> list:
     return calls
 
 
-def test_tpe_keeps_learning_after_a_narrowing_no_random_startup():
+def test_tpe_keeps_its_joint_model_after_a_narrowing():
+    """Optuna 5's TPE is multivariate: a knob outside its joint (relative) model, and every
+    knob during its 10 random startup trials, goes through sample_independent."""
     run = start(_cell(), n_trials=30, sampler="tpe", seed=0, storage="memory", report=False, name="tpe-fallback")
     run.wait()
     record = run.narrow(x=(-2, 3), lr=(1e-5, 1e-2))
-    assert record.seeded >= 10  # TPE's startup is 10 trials: the seeds replace it
-    random_calls = _count_calls(run.study.sampler._random_sampler, "sample_independent")
+    assert record.seeded >= 10  # the startup is 10 trials: the seeds stand in for it
+    assert run.study.sampler._is_multivariate(run.study)
+    fallbacks = _count_calls(run.study.sampler, "sample_independent")
     run.extend(15)
     run.wait()
-    assert random_calls == []
-    # The counter does see fallbacks: a narrowing that keeps only a few trials falls back.
+    assert fallbacks == []
+    # The counter does see fallbacks: a narrowing that keeps only a few trials starts at random.
     sparse = run.narrow(x=(4.5, 5))
     assert sparse.seeded < 10
-    random_calls = _count_calls(run.study.sampler._random_sampler, "sample_independent")
+    fallbacks = _count_calls(run.study.sampler, "sample_independent")
     run.extend(3)
     run.wait()
-    assert random_calls
+    assert fallbacks
+    # And so does changing a distribution in place, what narrowing avoids.
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("x", -5, 5) ** 2 + t.suggest_float("y", -5, 5) ** 2, n_trials=20)
+    in_place = _count_calls(study.sampler, "sample_independent")
+    study.optimize(lambda t: t.suggest_float("x", -1, 3) ** 2 + t.suggest_float("y", -5, 5) ** 2, n_trials=5)
+    assert in_place.count("x") == 5
 
 
 def test_cmaes_keeps_its_joint_model_after_a_narrowing():
