@@ -21,6 +21,8 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .api import DEFAULT_TRIALS, start
 from .cell import compile_cell
+from .lab import bridge_of
+from .lab import register as register_lab_target
 from .errors import TuneError
 from .report import best_trials_table
 from .run import Run
@@ -304,6 +306,12 @@ class TuneMagics(Magics):
             report=not args.quiet and not dashboard, launch=False,
         )
         self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
+        bridge = bridge_of(shell)
+        if bridge is not None:  # the sidebar's "go to cell": the cell JupyterLab said it ran
+            parent = shell.kernel.get_parent() if hasattr(shell.kernel, "get_parent") else {}
+            bridge.note_cell(run.name, (parent or {}).get("metadata", {}).get("cellId"),
+                             os.environ.get("JPY_SESSION_NAME"))
+            bridge.watch(run)
         if dashboard:
             self._show_dashboard(run)
         run.start()
@@ -430,6 +438,7 @@ def load(shell: Any) -> None:
     shell.events.register("pre_execute", coordinator.pre_execute)
     shell.events.register("pre_run_cell", coordinator.pre_run_cell)
     shell.events.register("post_execute", coordinator.post_execute)
+    register_lab_target(shell)  # the JupyterLab sidebar's comm target
 
 
 def unload(shell: Any) -> None:
