@@ -18,6 +18,11 @@ __all__ = ["tune", "start", "optimize", "compile_cell", "CompiledCell", "Run", "
 __version__ = "0.1.0"
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where JupyterLab finds the Tuning sidebar (built from js/ into hpt_jupyter/labextension)."""
+    return [{"src": "labextension", "dest": "hpt-jupyter"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     from .magic import load
 

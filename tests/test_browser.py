@@ -216,3 +216,58 @@ def test_dragging_a_range_slider_narrows_the_running_search_in_jupyterlab(lab, p
     page.click("button:has-text('Stop')")
     page.locator(".widget-html-content", has_text="● stopped").first.wait_for(timeout=15_000)
     assert page.console_errors == [], page.console_errors
+
+
+def test_tuning_sidebar_and_status_bar_follow_steer_and_stop_studies(lab, page):
+    """The JupyterLab extension (js/): activates cleanly, lists the quickstart's study live in
+    the sidebar and the status bar, stops a study from the sidebar, goes to its cell."""
+    url, root = lab
+    ready = []
+    page.on("console", lambda m: ready.append(m.text) if "Tuning sidebar is ready" in m.text else None)
+    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "%%tune -n 500 --name sidebar-slow --storage memory\nx = tune.float(0, 1)\nimport time\ntime.sleep(0.2)\nx"))
+    nbformat.write(nb, root / "sidebar.ipynb")
+    _run_all(page, url, "sidebar.ipynb")
+    assert ready, "the extension did not activate"
+
+    # The sidebar (left area, "Tuning" tab) lists both studies; the status bar counts them.
+    page.click(".jp-SideBar [title='Tuning']")
+    sidebar = page.locator("#hpt-jupyter-sidebar")
+    svc = sidebar.locator(".hpt-study[data-study='svc']")
+    svc.wait_for(timeout=90_000)
+    slow = sidebar.locator(".hpt-study[data-study='sidebar-slow']")
+    slow.wait_for(timeout=90_000)
+    page.wait_for_function(
+        "document.querySelector(\".hpt-study[data-study='svc'] .hpt-study-counts\")?.textContent === '30/30 trials'",
+        timeout=120_000)
+    assert svc.locator(".hpt-study-state").inner_text() == "finished"
+    assert svc.locator(".hpt-study-best").inner_text().startswith("best 0.9")
+    assert svc.locator("svg.hpt-sparkline polyline").get_attribute("points")
+    status = page.locator(".hpt-status-text")
+    status.wait_for(timeout=30_000)
+    assert status.inner_text().startswith("Tuning 1 running")
+    assert page.locator(".hpt-status-progress").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "sidebar-running.png"))
+
+    # Go to cell: the notebook scrolls to the %%tune cell of that study and makes it active.
+    slow.locator(".hpt-goto").click()
+    page.wait_for_function(
+        "document.querySelector('.jp-Notebook .jp-Cell.jp-mod-active')?.textContent.includes('sidebar-slow')",
+        timeout=10_000)
+
+    # Pause and Stop from the sidebar; the cell's dashboard shows the new state.
+    slow.locator(".hpt-pause").click()
+    page.wait_for_function(
+        "document.querySelector(\".hpt-study[data-study='sidebar-slow'] .hpt-study-state\")?.textContent"
+        " === 'paused'", timeout=15_000)
+    slow.locator(".hpt-stop").click()
+    page.wait_for_function(
+        "document.querySelector(\".hpt-study[data-study='sidebar-slow'] .hpt-study-state\")?.textContent"
+        " === 'stopped'", timeout=15_000)
+    cell = page.locator(".jp-Cell", has=page.locator(".widget-html-content", has_text="sidebar-slow")).first
+    cell.locator(".widget-html-content", has_text="● stopped").wait_for(timeout=15_000)
+    assert cell.locator(".bqplot path.dot").count() >= 1  # the cell's dashboard drew its marks
+    status.wait_for(state="hidden", timeout=15_000)  # nothing runs any more
+    page.screenshot(path=str(ARTIFACTS / "sidebar-stopped.png"))
+    assert page.console_errors == [], page.console_errors

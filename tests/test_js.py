@@ -1,0 +1,27 @@
+"""The extension's TypeScript unit tests (vitest: message validation and the sidebar model),
+run from here so that the one test command runs them too."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_the_extensions_unit_tests_pass():
+    jlpm = shutil.which("jlpm", path=str(Path(sys.executable).parent)) or shutil.which("jlpm")
+    assert jlpm, "jlpm is missing: install the test extra (pip install -e '.[test]' brings jupyter-builder)"
+    assert (ROOT / "js" / "node_modules").is_dir(), "js/node_modules is missing: pip install -e . builds js/"
+    result = subprocess.run([jlpm, "test"], cwd=ROOT / "js", capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed (" in result.stdout and "failed" not in result.stdout, result.stdout
+
+
+def test_jupyterlab_lists_the_extension_enabled_and_ok():
+    result = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"], capture_output=True,
+                            text=True, timeout=120)
+    line = next((l for l in (result.stdout + result.stderr).splitlines() if "hpt-jupyter" in l), "")
+    assert "enabled" in line and "OK" in line, result.stdout + result.stderr
