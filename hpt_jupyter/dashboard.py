@@ -125,6 +125,7 @@ class Dashboard:
         self._line_end, self._line_moved, self._line_steps = 0.0, 0.0, 0  # the best line's end
         known = list(run.cell.param_names) if run.cell is not None else []
         known.extend(n for n in self.digest.param_names if n not in known)
+        self.sort_by.options = ["value", "#", "seconds", "state", *known]
         self.slices = {name: self._slice_figure(name) for name in known}
         self.other_param = widgets.Dropdown(options=[], description="parameter",
                                             layout=widgets.Layout(width="260px"))
@@ -522,7 +523,8 @@ class Dashboard:
             parts.insert(4, f"<span style='color:#cf222e'>{run.n_failed} failed</span>")
         if run.reason and run.state in FINAL_STATES:
             parts.append(html.escape(run.reason))
-        return ("<div style='font-family:var(--jp-ui-font-family, sans-serif)'>" + " · ".join(parts)
+        return ("<div class='hpt-header' style='font-family:var(--jp-ui-font-family, sans-serif)'>"
+                + " · ".join(parts)
                 + f"<div style='color:#57606a;font-size:smaller'>{html.escape(run.opened)}</div></div>")
 
     def _take_history(self) -> tuple:
@@ -553,9 +555,11 @@ class Dashboard:
     def _draw_table(self, taken: tuple[list[Row], int, list[str]]) -> None:
         run = self.run
         shown, total, names = taken
-        options = ["value", "#", "seconds", "state", *names]
-        if list(self.sort_by.options) != options:
-            self.sort_by.options = options
+        # Only knobs not listed yet are added: resetting the options under a user who is
+        # choosing one would undo the choice.
+        missing = [n for n in names if n not in self.sort_by.options]
+        if missing:
+            self.sort_by.options = [*self.sort_by.options, *missing]
         score_names = ["value"] if not run.is_multi_objective else [f"value {i}" for i in range(len(run.directions))]
         best = run.best_trial
         best_number = best.number if best is not None else None

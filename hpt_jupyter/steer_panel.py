@@ -126,6 +126,17 @@ class SteerPanel:
         space = run.declared_space()
         self.controls = {name: KnobControl(param, lambda name=name: self._on_control(name))
                          for name, param in space.items()}
+        # Start on the space searched now (a resumed study may be narrowed already); from here
+        # on the writer moves the controls only when the space changes or a proposal comes,
+        # never back over what the user has just dragged.
+        self._local.syncing = True
+        try:
+            for name, param in run.effective_space().items():
+                if name in self.controls:
+                    self.controls[name].show(_request_of(param))
+        finally:
+            self._local.syncing = False
+        self._shown = (len(run.narrowings), self._proposal_id)
         self.message = widgets.HTML()
         self.history = widgets.HTML()
         self.apply_button = widgets.Button(description="Apply proposal", icon="check", disabled=True,
@@ -146,8 +157,8 @@ class SteerPanel:
         self.top_button.on_click(lambda _: self._propose_top())
         self.try_button.on_click(lambda _: self._try_values())
         self.near_button.on_click(lambda _: self._try_near())
-        note = ("Narrowing searches a part of the declared space from the next trial on; the "
-                "sampler keeps what it learnt there.")
+        note = ("Narrowing searches a part of the declared space from the next trial on, keeping "
+                "what was learnt inside it.")
         self.widget = widgets.VBox([
             widgets.HTML(f"<b>Steer</b> <span style='color:#57606a;font-size:smaller'>{note}</span>"),
             *[control.widget for control in self.controls.values()],

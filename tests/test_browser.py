@@ -118,7 +118,7 @@ def test_quickstart_dashboard_through_tune_and_stop_in_jupyterlab(lab, page):
 
     slow = page.locator(".jp-Cell", has=page.locator(".widget-html-content", has_text="slow-stop")).first
     slow.locator(".widget-html-content", has_text="running").wait_for(timeout=60_000)
-    slow.locator("button:has-text('Stop')").click()
+    slow.locator(".widget-button:has-text('Stop')").click()
     slow.locator(".widget-html-content", has_text="● stopped").wait_for(timeout=15_000)
     assert headers.count() == 2
     page.screenshot(path=str(ARTIFACTS / "quickstart-stopped.png"))
@@ -153,7 +153,7 @@ def test_dashboard_renders_fills_and_stops_in_jupyterlab(lab, page):
     page.screenshot(path=str(ARTIFACTS / "dashboard-trials.png"))
 
     # Stop from the button: the state changes in the header.
-    page.click("button:has-text('Stop')")
+    page.click(".widget-button:has-text('Stop')")
     page.wait_for_function(
         "[...document.querySelectorAll('.widget-html-content')].some(e => e.textContent.includes('● stopped'))",
         timeout=15_000)
@@ -202,6 +202,7 @@ def test_dragging_a_range_slider_narrows_the_running_search_in_jupyterlab(lab, p
 
     # The newest trials, in the table sorted by number, newest first, all lie in the range.
     page.click(".widget-toggle-button:has-text('Trials')")
+    page.locator("table.hpt-trials tbody tr").first.wait_for(timeout=10_000)
     page.select_option(".widget-dropdown:has(label:text-is('sort by')) select", "#")
     page.click(".widget-toggle-button:has-text('ascending')")
     page.locator(".widget-toggle-button:has-text('descending')").wait_for(timeout=10_000)
@@ -211,9 +212,10 @@ def test_dragging_a_range_slider_narrows_the_running_search_in_jupyterlab(lab, p
         "table.hpt-trials tbody tr", "rows => rows.slice(0, 10).map(r => [...r.cells].map(c => c.textContent))")
     column = headers.index("x")
     newest = [float(row[column]) for row in rows if row[1] == "complete"]
-    assert len(newest) >= 5 and all(low - 1e-6 <= x <= high for x in newest), (low, newest)
     page.screenshot(path=str(ARTIFACTS / "steer-trials.png"))
-    page.click("button:has-text('Stop')")
+    assert len(newest) >= 5 and all(low - 1e-6 <= x <= high for x in newest), (low, newest, rows[:3])
+    page.screenshot(path=str(ARTIFACTS / "steer-trials.png"))
+    page.click(".widget-button:has-text('Stop')")
     page.locator(".widget-html-content", has_text="● stopped").first.wait_for(timeout=15_000)
     assert page.console_errors == [], page.console_errors
 
