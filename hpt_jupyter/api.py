@@ -148,9 +148,10 @@ def start(
             f"The study '{name}' is still running ({running.progress()}): stop it first with "
             f"%tune stop {name} (or run.stop()), or wait for it with %tune wait {name}."
         )
-    sampler_factory = None  # a sampler object: each narrowing's study gets a pristine copy of it
+    sampler_factory: Callable[[int], BaseSampler] | None
     if isinstance(sampler, BaseSampler):
         sampler_object, sampler_name = sampler, type(sampler).__name__
+        sampler_factory = None  # each narrowing's study gets a pristine copy of the object
     else:
         def grid() -> dict[str, list]:
             if search_space is not None:
@@ -161,8 +162,10 @@ def start(
 
         sampler_object, sampler_name = make_sampler(sampler, seed, len(directions), grid)
 
-        def sampler_factory(k: int) -> BaseSampler:  # the k-th narrowing's study: same kind, own seed
+        def narrowed_sampler(k: int) -> BaseSampler:  # the k-th narrowing's study: same kind, own seed
             return make_sampler(sampler, None if seed is None else seed + k, len(directions), grid)[0]
+
+        sampler_factory = narrowed_sampler
     if n_trials is None and timeout is None and not isinstance(sampler_object, optuna.samplers.GridSampler):
         n_trials = DEFAULT_TRIALS
     study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory)

@@ -248,13 +248,6 @@ class Digest:
             chosen.setdefault(row.number, row)
         return list(chosen.values())
 
-    def best_rows(self, fraction: float) -> list[Row]:
-        """The best ``fraction`` of the complete trials (at least one), best first."""
-        sign = self.signs[0]
-        complete = [r for r in self.rows if r.state == "complete"]
-        count = max(1, round(len(complete) * fraction))
-        return heapq.nsmallest(count, complete, key=lambda r: (sign * r.values[0], r.number))
-
 
 def sort_key(key: str, descending: bool) -> Callable[[Row], tuple]:
     """How the trial table orders rows by ``key`` ("value", "#", "seconds", "state" or a knob):

@@ -20,9 +20,6 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from .errors import TuneError
 from .space import ChoiceParam, FloatParam, IntParam, Param
 
-SOURCES = ("api", "slider", "brush", "top", "magic", "reset")
-
-
 @dataclass
 class Narrowing:
     """One change of the search space: when, what, by whom, and what the search kept."""
