@@ -252,14 +252,14 @@ def test_tuning_sidebar_and_status_bar_follow_steer_and_stop_studies(lab, page):
     assert page.locator(".hpt-status-progress").is_visible()
     page.screenshot(path=str(ARTIFACTS / "sidebar-running.png"))
 
-    # A click on the status bar item opens the sidebar; so does the shortcut (Ctrl+Shift+U).
+    # A click on the status bar item opens the sidebar; so does the shortcut (Alt+Shift+T).
     page.click(".jp-SideBar [title='Tuning']")  # collapse the sidebar
     sidebar.wait_for(state="hidden", timeout=10_000)
     page.click(".hpt-status")
     sidebar.wait_for(state="visible", timeout=10_000)
     page.click(".jp-SideBar [title='Tuning']")
     sidebar.wait_for(state="hidden", timeout=10_000)
-    page.keyboard.press("Control+Shift+U")
+    page.keyboard.press("Alt+Shift+T")
     sidebar.wait_for(state="visible", timeout=10_000)
 
     # Go to cell: the notebook scrolls to the %%tune cell of that study and makes it active.

@@ -192,8 +192,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       isEnabled: () => !!currentKernel(),
       execute: allOfCurrent('resume', ['paused'])
     });
-    app.commands.addKeyBinding({ command: CommandIDs.open, keys: ['Accel Shift U'], selector: 'body' });
-    app.commands.addKeyBinding({ command: CommandIDs.stopAll, keys: ['Accel Shift Y'], selector: '.jp-Notebook' });
+    app.commands.addKeyBinding({ command: CommandIDs.open, keys: ['Alt Shift T'], selector: 'body' });
+    app.commands.addKeyBinding({ command: CommandIDs.stopAll, keys: ['Alt Shift X'], selector: '.jp-Notebook' });
     if (palette) {
       for (const id of Object.values(CommandIDs)) {
         palette.addItem({ command: id, category: 'Tuning' });
