@@ -23,7 +23,7 @@ def _later(kernel, name: str, expression: str):
 
 
 def test_a_slider_moved_in_the_frontend_narrows_every_later_trial(kernel):
-    cell = kernel.run(CELL.format(n=60, name="slid", delay=0.05))
+    cell = kernel.run(CELL.format(n=120, name="slid", delay=0.05))
     assert cell.error is None, cell.error_text
     time.sleep(1.0)
     slider = kernel.find_widget(cell.msg_id, "FloatRangeSliderModel", description="x")
@@ -33,14 +33,14 @@ def test_a_slider_moved_in_the_frontend_narrows_every_later_trial(kernel):
     assert source == "slider" and ranges == {"x": "0 .. 2"}
     xs = _later(kernel, "slid", "t.params['x']")
     assert xs and all(0.0 <= x <= 2.0 for x in xs)
-    assert kernel.value("tune.runs['slid'].n_finished") == 60
+    assert kernel.value("tune.runs['slid'].n_finished") == 120
     messages = kernel.html_widgets(cell.msg_id)
     assert any("Searching x 0 .. 2 from the next trial on (slider)" in m for m in messages)
     assert any("Narrowings" in m and "slider: x 0 .. 2" in m for m in messages)
 
 
 def test_toggles_narrow_the_options_and_removing_every_option_is_refused(kernel):
-    cell = kernel.run(CELL.format(n=50, name="toggled", delay=0.05))
+    cell = kernel.run(CELL.format(n=120, name="toggled", delay=0.05))
     assert cell.error is None, cell.error_text
     time.sleep(0.8)
     toggles = {label: kernel.find_widget(cell.msg_id, "ToggleButtonModel", description=label)
@@ -82,7 +82,7 @@ def test_a_brush_on_a_slice_proposes_and_one_click_applies(kernel):
 
 
 def test_tune_line_commands_narrow_refuse_and_enqueue(kernel):
-    cell = kernel.run(CELL.format(n=40, name="typed", delay=0.05))
+    cell = kernel.run(CELL.format(n=100, name="typed", delay=0.05))
     assert cell.error is None, cell.error_text
     reply = kernel.run("%tune narrow typed x=-1:0.5 kind=a,c")
     assert reply.error is None, reply.error_text
