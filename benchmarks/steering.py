@@ -3,8 +3,8 @@
 For each problem and seed, two TPE runs of the same budget: one left alone, one narrowed once
 after the first trials to the box the best quarter of them span (``run.focus(0.25)``, what
 the dashboard's "Focus on top 25%" applies). Regret is the best value found minus the
-optimum (Branin's known minimum; for the scikit-learn model, the best value any run or a
-12x12 grid found). Prints a markdown table.
+optimum (Branin's and Hartmann6's known minima; for the scikit-learn model, the best value any
+run or a 12x12 grid found). Prints a markdown table.
 
     python benchmarks/steering.py [--seeds 10] [--budgets 40 60 100] [--narrow-after 20]
 """
@@ -30,6 +30,19 @@ def branin() -> float:
     x2 = tune.float(0, 15)
     b, c, t = 5.1 / (4 * math.pi ** 2), 5 / math.pi, 1 / (8 * math.pi)
     return (x2 - b * x1 ** 2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+
+
+HARTMANN6_MINIMUM = -3.32237
+_H6_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8],
+                  [17, 8, 0.05, 10, 0.1, 14]])
+_H6_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+                         [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
+_H6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+
+
+def hartmann6() -> float:
+    x = np.array([tune.float(0, 1, name=f"x{i}") for i in range(6)])
+    return float(-np.sum(_H6_ALPHA * np.exp(-np.sum(_H6_A * (x - _H6_P) ** 2, axis=1))))
 
 
 def svr_problem():
@@ -77,7 +90,8 @@ def main() -> None:
     parser.add_argument("--narrow-after", type=int, default=20)
     args = parser.parse_args()
     svr, svr_grid_best = svr_problem()
-    problems = [("Branin (2 knobs)", branin, BRANIN_MINIMUM), ("SVR on diabetes, CV MSE (3 knobs)", svr, None)]
+    problems = [("Branin (2 knobs)", branin, BRANIN_MINIMUM), ("Hartmann6 (6 knobs)", hartmann6, HARTMANN6_MINIMUM),
+                ("SVR on diabetes, CV MSE (3 knobs)", svr, None)]
     rows = []
     for label, objective, optimum in problems:
         for budget in args.budgets:
