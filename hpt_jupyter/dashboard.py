@@ -36,26 +36,25 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _scale_column(values: list) -> list[float]:
-    """A parallel-coordinates axis: numbers scaled to [0, 1], categories spread evenly, NaN for
-    a knob a trial did not have (a conditional one)."""
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        low, high = min(present), max(present)
-        span = (high - low) or 1.0
-        return [float("nan") if v is None else (v - low) / span for v in values]
-    labels = sorted({str(v) for v in present})
-    spread = max(len(labels) - 1, 1)
-    return [float("nan") if v is None else labels.index(str(v)) / spread for v in values]
-
-
 def _column_scaling(values: list) -> tuple:
-    """How :func:`_scale_column` maps a column to 0-1: ("number", low, high) or ("labels", [...])."""
+    """How a parallel-coordinates axis maps to 0-1: ("number", low, high) or ("labels", [...])."""
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         low, high = min(present), max(present)
         return ("number", low, high if high > low else low + 1.0)
     return ("labels", sorted({str(v) for v in present}))
+
+
+def _scale_column(values: list) -> list[float]:
+    """A parallel-coordinates axis: numbers scaled to [0, 1], categories spread evenly, NaN for
+    a knob a trial did not have (a conditional one)."""
+    scaling = _column_scaling(values)
+    if scaling[0] == "number":
+        low, span = scaling[1], scaling[2] - scaling[1]
+        return [float("nan") if v is None else (v - low) / span for v in values]
+    labels = scaling[1]
+    spread = max(len(labels) - 1, 1)
+    return [float("nan") if v is None else labels.index(str(v)) / spread for v in values]
 
 
 class Dashboard:

@@ -20,7 +20,7 @@ import ipywidgets as widgets
 from .errors import TuneError
 from .run import Run
 from .space import ChoiceParam, IntParam, Param
-from .steering import narrowed, parse_assignments
+from .steering import narrowed, parse_assignments, same_choice
 
 _ERROR = "color:#cf222e"
 _OK = "color:#1a7f37"
@@ -87,7 +87,7 @@ class KnobControl:
         param = self.param
         if isinstance(param, ChoiceParam):
             keep = [label for option, label in zip(param.options, param.labels)
-                    if any(option is w or _equal(option, w) or _equal(label, w) for w in wanted)]
+                    if any(option is w or same_choice(option, w) or same_choice(label, w) for w in wanted)]
             for toggle, label in zip(self.toggles, param.labels):
                 toggle.value = label in keep
             return
@@ -104,13 +104,6 @@ class KnobControl:
     def refresh_readout(self) -> None:
         if not isinstance(self.param, ChoiceParam):
             self._show_readout(self.request())
-
-
-def _equal(a: Any, b: Any) -> bool:
-    try:
-        return type(a) is type(b) and bool(a == b)
-    except Exception:  # noqa: BLE001
-        return False
 
 
 class SteerPanel:

@@ -89,7 +89,7 @@ def narrowed(declared: Param, request: Any) -> Param:
         unknown = []
         for item in wanted:
             for option, label in zip(declared.options, declared.labels):
-                if item is option or _same_choice(item, option) or _same_choice(item, label):
+                if item is option or same_choice(item, option) or same_choice(item, label):
                     if label not in keep_labels:
                         keep_options.append(option)
                         keep_labels.append(label)
@@ -132,7 +132,8 @@ def narrowed(declared: Param, request: Any) -> Param:
     return replace(declared, low=float(low), high=float(high))
 
 
-def _same_choice(a: Any, b: Any) -> bool:
+def same_choice(a: Any, b: Any) -> bool:
+    """Equal and of the same type (so that 1 and True, or 1 and 1.0, are different options)."""
     try:
         return type(a) is type(b) and bool(a == b)
     except Exception:  # noqa: BLE001 - an option whose == misbehaves is simply not equal
@@ -172,7 +173,7 @@ def span_of(declared: Mapping[str, Param], best: list[Mapping[str, Any]]) -> dic
         if not values:
             continue
         if isinstance(param, ChoiceParam):
-            ranges[name] = [v for v in param.options if any(_same_choice(v, x) or v is x for x in values)]
+            ranges[name] = [v for v in param.options if any(same_choice(v, x) or v is x for x in values)]
         else:
             ranges[name] = (min(values), max(values))
     return ranges
