@@ -170,6 +170,7 @@ class Run:
         # One read of the stored history; from here on the run counts in memory.
         self.counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
         self._next_number = 0
+        self.space.update(_space_of(self.segments, self.overrides))
         for trial in self.trials(states=None):
             self._next_number = trial.number + 1
             if trial.state in self.counts:
@@ -427,10 +428,9 @@ class Run:
     def declared_space(self) -> dict[str, Param]:
         """Every knob as the cell (or objective) declares it: from the cell's code, and from
         the trials so far for knobs whose bounds are computed at run time."""
-        space: dict[str, Param] = {}
+        space = dict(self.space)  # the cell's literal declarations win over a stored history's
         if self.cell is not None:
             space.update({d.name: d.param for d in self.cell.declarations if d.name and d.param is not None})
-        space.update(self.space)
         return space
 
     def effective_space(self) -> dict[str, Param]:
@@ -829,6 +829,25 @@ def _finished_copy(trial: optuna.Trial, state: TrialState, values: list[float] |
         user_attrs=dict(known.user_attrs), system_attrs=dict(known.system_attrs),
         intermediate_values=dict(known.intermediate_values), trial_id=trial._trial_id,
     )
+
+
+def _space_of(segments: list[Segment], narrowed: Mapping[str, Param]) -> dict[str, Param]:
+    """The knobs a stored history declared, so a resumed run can be steered before its first new
+    trial. Narrowed studies asked narrowed knobs: those come from the first study only."""
+    space: dict[str, Param] = {}
+    for k, segment in enumerate(segments):
+        for trial in segment.study.get_trials(deepcopy=False):
+            for name, dist in trial.distributions.items():
+                if name in space or (k and name in narrowed):
+                    continue
+                if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                    labels = tuple(dist.choices)
+                    space[name] = ChoiceParam(name, labels, labels)  # objects' options come with the next trial
+                elif isinstance(dist, optuna.distributions.IntDistribution):
+                    space[name] = IntParam(name, dist.low, dist.high, dist.log, dist.step)
+                elif isinstance(dist, optuna.distributions.FloatDistribution):
+                    space[name] = FloatParam(name, dist.low, dist.high, dist.log, dist.step)
+    return space
 
 
 def _param_spec(param: Param) -> dict[str, Any]:

@@ -225,6 +225,39 @@ def test_a_resumed_study_goes_on_in_its_narrowed_space(tmp_path):
     assert fresh.narrowings == [] and len(storage.get_all_studies()) == 1
 
 
+def _function_objective() -> float:
+    x = tune.float(-5, 5)
+    depth = tune.int(2, 20, step=2)
+    kind = tune.choice(["a", "b", "c"])
+    return (x - 1) ** 2 + depth / 10 + (kind == "b")
+
+
+def test_a_resumed_function_study_can_be_steered_before_its_next_trial(tmp_path):
+    """A plain function declares its knobs only when a trial runs: a resumed study learns them
+    from its stored trials (the declared ranges, not a narrowed study's)."""
+    store = str(tmp_path / "function.journal")
+    run = start(_function_objective, n_trials=20, sampler="tpe", seed=1, storage=store, report=False, name="fn")
+    run.wait()
+    run.narrow(x=(0, 2))
+    run.extend(5)
+    run.wait()
+    tune.runs.clear()
+    again = start(_function_objective, n_trials=25, sampler="tpe", seed=1, storage=store, report=False, name="fn")
+    again.wait()
+    assert again.n_run == 0  # nothing ran: all it knows comes from the store
+    declared = again.declared_space()
+    assert (declared["x"].low, declared["x"].high) == (-5, 5)
+    assert (declared["depth"].low, declared["depth"].high, declared["depth"].step) == (2, 20, 2)
+    assert declared["kind"].labels == ("a", "b", "c")
+    assert again.effective_space()["x"].high == 2
+    ranges = again.propose_focus(0.25)
+    assert set(ranges) == {"x", "depth", "kind"}
+    record = again.focus(0.25)
+    again.extend(10)
+    again.wait()
+    assert _inside(again, record.first_trial, **{k: v for k, v in ranges.items() if k != "depth"})
+
+
 def test_a_grid_search_cannot_be_narrowed():
     cell = compile_cell("k = tune.choice([1, 2, 3])\nk", {})
     run = start(cell, sampler="grid", storage="memory", report=False, name="grid-narrow")
