@@ -28,7 +28,7 @@ from .report import best_trials_table
 from .run import Run
 from .samplers import SAMPLERS
 from .space import tune
-from .steering import parse_assignments
+from .steering import parse_assignments, percent
 from .storage import describe_default, resolve_storage, study_names
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -374,7 +374,8 @@ class TuneMagics(Magics):
         elif command == "resume":
             run.resume()
         elif command == "reset":
-            print(f"'{run.name}': {_applied(run, run.reset(source='magic'))}")
+            inside = len(run.trials())
+            print(f"'{run.name}': {_applied(run, run.reset(source='magic'), 1.0, inside)}")
         else:
             run.wait()
             self.coordinator.inject_now(run)
@@ -387,12 +388,15 @@ class TuneMagics(Magics):
             if not assignments:
                 raise TuneError("%tune narrow [NAME] KNOB=LOW:HIGH ...: say what to narrow, e.g. "
                                 "%tune narrow lr=1e-4:1e-2 kernel=rbf,poly.")
-            print(f"'{run.name}': {_applied(run, run.narrow(source='magic', **assignments))}")
+            share, inside = run.preview(**assignments)
+            print(f"'{run.name}': {_applied(run, run.narrow(source='magic', **assignments), share, inside)}")
         elif command == "focus":
             unknown = set(assignments) - {"top"}
             if unknown:
                 raise TuneError(f"%tune focus [NAME] [top=0.25]: unknown setting {sorted(unknown)[0]!r}.")
-            print(f"'{run.name}': {_applied(run, run.focus(assignments.get('top', 0.25), source='magic'))}")
+            ranges = run.propose_focus(assignments.get("top", 0.25))
+            share, inside = run.preview(**ranges)
+            print(f"'{run.name}': {_applied(run, run.narrow(source='magic', **ranges), share, inside)}")
         else:
             if not assignments:
                 raise TuneError("%tune enqueue [NAME] KNOB=VALUE ...: give the values to try, e.g. "
@@ -418,10 +422,10 @@ class TuneMagics(Magics):
         return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def _applied(run: Run, record: Any) -> str:
+def _applied(run: Run, record: Any, share: float, inside: int) -> str:
     what = ", ".join(f"{k} {v}" for k, v in record.ranges.items()) or "the whole declared space"
     when = "from the next trial on" if run.is_alive else "for the next trials (%tune more N)"
-    return f"searching {what} {when}."
+    return f"searching {what} {when} ({percent(share)} of the declared space, {inside} complete trials inside)."
 
 
 TuneMagics.tune.__doc__ = PARSER.format_help() + "\n" + LINE_COMMANDS + "\n" + EXAMPLE

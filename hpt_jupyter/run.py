@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .errors import TuneError
 from .space import ChoiceParam, FloatParam, IntParam, Param, TrialContext, set_context
-from .steering import Narrowing, contains, describe, distribution, narrowed, near, span_of
+from .steering import Narrowing, contains, describe, distribution, narrowed, near, share_of_space, span_of
 from .storage import SEGMENT_MARK, set_lease
 
 if TYPE_CHECKING:
@@ -435,8 +435,11 @@ class Run:
 
     def effective_space(self) -> dict[str, Param]:
         """The space trials are asked from now: the declared one with the narrowings applied."""
+        return self._space_with(self.overrides)
+
+    def _space_with(self, overrides: Mapping[str, Param]) -> dict[str, Param]:
         space = self.declared_space()
-        for name, override in self.overrides.items():
+        for name, override in overrides.items():
             declared = space.get(name)
             if isinstance(declared, ChoiceParam) and isinstance(override, ChoiceParam):
                 keep = [i for i, label in enumerate(declared.labels) if label in override.labels]
@@ -504,6 +507,23 @@ class Run:
         complete.sort(key=lambda t: (sign * t.value, t.number))
         best = complete[: max(2, round(len(complete) * top))]
         return span_of(self.declared_space(), [self._decoded(t.params) for t in best])
+
+    def preview(self, **ranges: Any) -> tuple[float, int]:
+        """What ``narrow(**ranges)`` would keep, without applying it: the share of the declared
+        space searched afterwards and how many complete trials lie inside (they seed the new
+        study). Raises :class:`TuneError` for a request ``narrow`` would refuse."""
+        declared = self.declared_space()
+        pending = self._pending_narrowing  # a request the loop has not applied yet counts
+        searched = self._space_with(pending[0] if pending else self.overrides)
+        for name, request in ranges.items():
+            if name not in declared:
+                known = ", ".join(sorted(declared)) or "none yet"
+                raise TuneError(f"'{self.name}' has no knob '{name}' to narrow; its knobs: {known}.")
+            searched[name] = narrowed(declared[name], request)
+        cut = {n: p for n, p in searched.items() if p != declared.get(n)}
+        inside = sum(all(contains(p, trial.params[n]) for n, p in cut.items() if n in trial.params)
+                     for trial in self.trials())
+        return share_of_space(declared, searched), inside
 
     def enqueue(self, values: Mapping[str, Any], source: str = "api") -> dict[str, Any]:
         """Try ``values`` (some or all knobs; the sampler picks the rest) as the next trial.

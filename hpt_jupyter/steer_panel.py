@@ -20,7 +20,7 @@ import ipywidgets as widgets
 from .errors import TuneError
 from .run import Run
 from .space import ChoiceParam, IntParam, Param
-from .steering import narrowed, parse_assignments, same_choice
+from .steering import narrowed, parse_assignments, percent, same_choice
 
 _ERROR = "color:#cf222e"
 _OK = "color:#1a7f37"
@@ -202,11 +202,13 @@ class SteerPanel:
             return
         if not ranges:
             return
+        share, inside = self.run.preview(**ranges)
         self._proposal = (source, ranges)
         self._proposal_id += 1
         self.apply_button.disabled = False
         shown = ", ".join(f"{k} {_describe_request(v)}" for k, v in ranges.items())
-        self._say(f"Proposed ({source}): {shown}. Press Apply proposal to search it.")
+        self._say(f"Proposed ({source}): {shown}: {percent(share)} of the declared space, {inside} complete "
+                  "trials inside. Press Apply proposal to search it.")
         self._request_refresh()
 
     def _propose_top(self) -> None:

@@ -165,6 +165,28 @@ def _literal(text: str) -> Any:
         return text  # a bare word: a text option such as rbf
 
 
+def share_of_space(declared: Mapping[str, Param], searched: Mapping[str, Param]) -> float:
+    """The fraction of the declared space that ``searched`` keeps, each number on the scale it
+    is sampled on (its grid points for ints and stepped floats), each choice by its options:
+    how hard a cut is, shown before it is applied."""
+    share = 1.0
+    for name, param in declared.items():
+        kept = searched.get(name, param)
+        if isinstance(param, ChoiceParam):
+            share *= len(kept.labels) / len(param.labels)
+        elif param.step and not param.log:
+            share *= (round((kept.high - kept.low) / param.step) + 1) / (round((param.high - param.low) / param.step) + 1)
+        elif param.high > param.low:
+            scale = math.log if param.log else float
+            share *= (scale(kept.high) - scale(kept.low)) / (scale(param.high) - scale(param.low))
+    return share
+
+
+def percent(share: float) -> str:
+    """62%, 6.2%, 0.34%: enough digits to tell a small cut from a tiny one."""
+    return f"{100 * share:.0f}%" if share >= 0.1 else f"{100 * share:.2g}%"
+
+
 def span_of(declared: Mapping[str, Param], best: list[Mapping[str, Any]]) -> dict[str, Any]:
     """The ranges the given trials' values span, per declared knob ("focus on the top X%")."""
     ranges: dict[str, Any] = {}

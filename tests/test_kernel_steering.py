@@ -3,6 +3,7 @@ moved with the comm messages a frontend sends, and the %tune line commands."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -71,7 +72,8 @@ def test_a_brush_on_a_slice_proposes_and_one_click_applies(kernel):
     time.sleep(0.5)
     assert kernel.value("tune.runs['brushed'].narrowings") == []  # proposed, not applied yet
     messages = kernel.html_widgets(cell.msg_id)
-    assert any("Proposed (brush)" in m for m in messages)
+    proposal = [m for m in messages if "Proposed (brush)" in m]
+    assert proposal and "x -1 .. 0.5: 15% of the declared space" in proposal[0], messages
     kernel.click(kernel.find_widget(cell.msg_id, "ButtonModel", description="Apply proposal"))
     kernel.run("%tune wait brushed")
     record = kernel.value("tune.runs['brushed'].narrowings[-1].as_dict()")
@@ -84,9 +86,14 @@ def test_a_brush_on_a_slice_proposes_and_one_click_applies(kernel):
 def test_tune_line_commands_narrow_refuse_and_enqueue(kernel):
     cell = kernel.run(CELL.format(n=100, name="typed", delay=0.05))
     assert cell.error is None, cell.error_text
+    time.sleep(0.8)  # a few complete trials to count
     reply = kernel.run("%tune narrow typed x=-1:0.5 kind=a,c")
     assert reply.error is None, reply.error_text
-    assert "'typed': searching x -1 .. 0.5, kind ['a', 'c'] from the next trial on." in reply.stdout
+    said = re.search(r"'typed': searching x -1 \.\. 0\.5, kind \['a', 'c'\] from the next trial on "
+                     r"\(10% of the declared space, (\d+) complete trials inside\)\.", reply.stdout)
+    assert said, reply.stdout  # 1.5 of x's 10 times 2 of 3 options
+    inside_when_asked = int(said[1])
+    assert inside_when_asked > 0
     bad = kernel.run("%tune narrow typed x=3:1")
     assert bad.error["ename"] == "UsageError" and "is empty (low > high)" in bad.error["evalue"]
     assert bad.stderr.strip() == f"UsageError: {bad.error['evalue']}"  # one line
@@ -99,6 +106,8 @@ def test_tune_line_commands_narrow_refuse_and_enqueue(kernel):
     assert "queued as the next trial: x=0.25, lr=0.001, kind='c'" in queued.stdout
     kernel.run("%tune wait typed")
     assert kernel.value("len(tune.runs['typed'].narrowings)") == 1  # the refusals changed nothing
+    # counted when asked; the loop seeds the new study a trial or so later, with those and more
+    assert inside_when_asked <= kernel.value("tune.runs['typed'].narrowings[0].seeded")
     later = _later(kernel, "typed", "(t.params['x'], t.params['kind'])")
     assert all(-1 <= x <= 0.5 and kind in ("a", "c") for x, kind in later)
     assert (0.25, "c") in later

@@ -10,6 +10,8 @@ import optuna
 import pytest
 
 from hpt_jupyter import TuneError, compile_cell, start, tune
+from hpt_jupyter.space import ChoiceParam, FloatParam, IntParam
+from hpt_jupyter.steering import percent, share_of_space
 from hpt_jupyter.storage import study_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -143,6 +145,29 @@ def test_focus_proposes_the_box_of_the_best_trials():
     assert set(ranges["kind"]) == {t.params["kind"] for t in best}
     record = run.focus(0.25)
     assert record.source == "top" and record.seeded >= 10
+
+
+def test_share_of_space_is_measured_on_each_knobs_own_scale():
+    declared = {d.name: d.param for d in _cell().declarations}
+    searched = dict(declared)
+    searched.update({"x": FloatParam("x", 0, 2.5), "lr": FloatParam("lr", 1e-4, 1e-2, log=True),
+                     "depth": IntParam("depth", 2, 10, step=2), "kind": ChoiceParam("kind", ("a",), ("a",))})
+    # x: 2.5 of 10; lr: 2 of 4 decades; depth: 5 of 10 grid points; kind: 1 of 3 options
+    assert share_of_space(declared, searched) == pytest.approx(0.25 * 0.5 * 0.5 / 3)
+    assert share_of_space(declared, declared) == 1.0
+    assert [percent(v) for v in (1.0, 0.62, 0.062, 0.0034)] == ["100%", "62%", "6.2%", "0.34%"]
+
+
+def test_preview_tells_what_a_narrowing_keeps_and_applies_nothing():
+    run = start(_cell(), n_trials=30, sampler="random", seed=5, storage="memory", report=False, name="preview")
+    run.wait()
+    share, inside = run.preview(x=(0, 2.5), kind=["a"])
+    assert share == pytest.approx(0.25 / 3)
+    assert inside == sum(0 <= t.params["x"] <= 2.5 and t.params["kind"] == "a" for t in run.trials())
+    with pytest.raises(TuneError, match="is empty"):
+        run.preview(x=(3, 1))
+    assert run.narrowings == [] and run.overrides == {}
+    assert run.narrow(x=(0, 2.5), kind=["a"]).seeded == inside
 
 
 def _count_calls(obj, method: str) -> list:
