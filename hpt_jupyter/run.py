@@ -427,7 +427,8 @@ class Run:
 
     def declared_space(self) -> dict[str, Param]:
         """Every knob as the cell (or objective) declares it: from the cell's code, and from
-        the trials so far for knobs whose bounds are computed at run time."""
+        the trials so far (stored ones included) for knobs whose bounds are computed at run time
+        and for plain functions."""
         space = dict(self.space)  # the cell's literal declarations win over a stored history's
         if self.cell is not None:
             space.update({d.name: d.param for d in self.cell.declarations if d.name and d.param is not None})
@@ -469,10 +470,7 @@ class Run:
             overrides = dict(pending[0] if pending else self.overrides)
             described = {}
             for name, request in ranges.items():
-                param = declared.get(name)
-                if param is None:
-                    known = ", ".join(sorted(declared)) or "none yet"
-                    raise TuneError(f"'{self.name}' has no knob '{name}' to narrow; its knobs: {known}.")
+                param = self._knob_to_narrow(declared, name)
                 new = narrowed(param, request)
                 described[name] = describe(new)
                 same = new == param if not isinstance(param, ChoiceParam) else new.labels == param.labels
@@ -483,6 +481,12 @@ class Run:
             if pending:  # not yet applied: this request joins it
                 described = {**pending[1].ranges, **described}
             return self._request_space(overrides, Narrowing(source, described))
+
+    def _knob_to_narrow(self, declared: Mapping[str, Param], name: str) -> Param:
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none yet"
+            raise TuneError(f"'{self.name}' has no knob '{name}' to narrow; its knobs: {known}.")
+        return declared[name]
 
     def reset(self, source: str = "reset") -> Narrowing:
         """Search the whole declared space again (a new study seeded with every complete trial)."""
@@ -516,10 +520,7 @@ class Run:
         pending = self._pending_narrowing  # a request the loop has not applied yet counts
         searched = self._space_with(pending[0] if pending else self.overrides)
         for name, request in ranges.items():
-            if name not in declared:
-                known = ", ".join(sorted(declared)) or "none yet"
-                raise TuneError(f"'{self.name}' has no knob '{name}' to narrow; its knobs: {known}.")
-            searched[name] = narrowed(declared[name], request)
+            searched[name] = narrowed(self._knob_to_narrow(declared, name), request)
         cut = {n: p for n, p in searched.items() if p != declared.get(n)}
         inside = sum(all(contains(p, trial.params[n]) for n, p in cut.items() if n in trial.params)
                      for trial in self.trials())

@@ -166,6 +166,8 @@ def test_preview_tells_what_a_narrowing_keeps_and_applies_nothing():
     assert inside == sum(0 <= t.params["x"] <= 2.5 and t.params["kind"] == "a" for t in run.trials())
     with pytest.raises(TuneError, match="is empty"):
         run.preview(x=(3, 1))
+    with pytest.raises(TuneError, match="has no knob 'y' to narrow"):
+        run.preview(y=(0, 1))
     assert run.narrowings == [] and run.overrides == {}
     assert run.narrow(x=(0, 2.5), kind=["a"]).seeded == inside
 
