@@ -16,9 +16,9 @@ from conftest import ROOT
 def test_the_extensions_unit_tests_pass():
     jlpm = shutil.which("jlpm", path=str(Path(sys.executable).parent)) or shutil.which("jlpm")
     assert jlpm, "jlpm is missing: install the test extra (pip install -e '.[test]' brings jupyter-builder)"
-    assert (ROOT / "js" / "node_modules").is_dir(), "js/node_modules is missing: pip install -e . builds js/"
+    assert (ROOT / "node_modules").is_dir(), "node_modules is missing: pip install -e . builds the extension"
     env = dict(os.environ, NO_COLOR="1", FORCE_COLOR="0")  # CI=true turns vitest's colours on
-    result = subprocess.run([jlpm, "test"], cwd=ROOT / "js", capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run([jlpm, "test"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
     assert result.returncode == 0, output + result.stderr
     assert re.search(r"Tests\s+\d+ passed", output) and "failed" not in output, output
