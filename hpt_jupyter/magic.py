@@ -114,6 +114,8 @@ uses them waits for the study first. Knobs: tune.float(low, high, *, log=False, 
 tune.int(low, high, *, log=False, step=1), tune.choice(options); a knob is named by its
 assignment target, by the keyword it is passed to, or by name=. tune.runs[NAME] and
 tune.last are the run objects (.best_params, .best_value, .study, .trials_dataframe()).
+%load_ext hpt_jupyter puts `tune` in the namespace (unless you have a `tune` of your own:
+then %%tune cells still see hpt_jupyter's, and `from hpt_jupyter import tune as hpt` names it).
 """
 
 
@@ -127,6 +129,7 @@ class Coordinator:
         self._pending: list[Run] = []
         self.watched: dict[str, tuple[Run, bool, bool]] = {}  # name -> (run, inject, refit)
         self.views: dict[str, Any] = {}  # name -> its live dashboard, refreshed on injection
+        self.put_tune = False  # %load_ext put `tune` in the namespace: %unload_ext takes it away
 
     # -- IPython events --
     def pre_execute(self) -> None:
@@ -438,11 +441,24 @@ def load(shell: Any) -> None:
         return
     coordinator = Coordinator(shell)
     _coordinators[id(shell)] = coordinator
+    _put_tune(shell, coordinator)
     shell.register_magics(TuneMagics(shell, coordinator))
     shell.events.register("pre_execute", coordinator.pre_execute)
     shell.events.register("pre_run_cell", coordinator.pre_run_cell)
     shell.events.register("post_execute", coordinator.post_execute)
     register_lab_target(shell)  # the JupyterLab sidebar's comm target
+
+
+def _put_tune(shell: Any, coordinator: Coordinator) -> None:
+    """``tune.last`` works in a plain cell after ``%load_ext``; a user's own ``tune`` stays."""
+    existing = shell.user_ns.get("tune", tune)
+    if existing is tune:
+        coordinator.put_tune = "tune" not in shell.user_ns
+        shell.user_ns["tune"] = tune
+    else:
+        print("hpt_jupyter: `tune` is already defined here, so it is left as it is; %%tune cells "
+              "still see hpt_jupyter's tune, and `from hpt_jupyter import tune as hpt` names it.",
+              flush=True)
 
 
 def unload(shell: Any) -> None:
@@ -452,3 +468,5 @@ def unload(shell: Any) -> None:
     shell.events.unregister("pre_execute", coordinator.pre_execute)
     shell.events.unregister("pre_run_cell", coordinator.pre_run_cell)
     shell.events.unregister("post_execute", coordinator.post_execute)
+    if coordinator.put_tune and shell.user_ns.get("tune") is tune:
+        del shell.user_ns["tune"]

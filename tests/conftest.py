@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def kernel(tmp_path):
     """A fresh kernel whose working directory (and so the default store) is a temp folder."""
     k = Kernel(str(tmp_path))
-    reply = k.run("%load_ext hpt_jupyter\nfrom hpt_jupyter import tune")
+    reply = k.run("%load_ext hpt_jupyter")  # puts `tune` in the namespace
     assert reply.error is None, reply.error_text
     yield k
     k.shutdown()

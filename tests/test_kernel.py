@@ -11,6 +11,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from kernel import Kernel
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SLOW_CELL = """%%tune -n {n} --storage memory --seed 0 --name slow
@@ -74,6 +76,36 @@ def test_list_shows_stored_studies_and_creates_no_store(kernel, tmp_path):
     kernel.run("%load_ext hpt_jupyter")
     listing = kernel.run("%tune list").stdout
     assert "stored-one" in listing and "stored" in listing
+
+
+def test_load_ext_puts_tune_in_the_namespace_and_unload_takes_it_away(tmp_path):
+    fresh = Kernel(str(tmp_path))
+    try:
+        assert fresh.run("%load_ext hpt_jupyter").error is None
+        fresh.run("%%tune -n 3 --storage memory --quiet --name plain\nx = tune.float(0, 1)\nx")
+        reply = fresh.run("print(sorted(tune.runs), tune.last.best_params['x'] >= 0)")
+        assert reply.error is None and reply.stdout.strip().endswith("['plain'] True"), reply.error_text
+        assert fresh.run("%unload_ext hpt_jupyter").error is None
+        gone = fresh.run("tune.last")  # (a bare `tune` would be automagic for %tune)
+        assert gone.error and gone.error["ename"] == "NameError"
+    finally:
+        fresh.shutdown()
+
+
+def test_load_ext_leaves_a_users_own_tune_alone(tmp_path):
+    fresh = Kernel(str(tmp_path))
+    try:
+        loaded = fresh.run("tune = 'my radio'\n%load_ext hpt_jupyter")
+        assert loaded.error is None and "`tune` is already defined here" in loaded.stdout
+        assert fresh.value("tune") == "my radio"
+        # %%tune cells still get hpt_jupyter's tune.
+        fresh.run("%%tune -n 2 --storage memory --quiet --name mine\nx = tune.float(0, 1)\nx\n")
+        fresh.run("%tune wait")
+        assert fresh.value("__import__('hpt_jupyter').tune.last.n_complete") == 2
+        fresh.run("%unload_ext hpt_jupyter")
+        assert fresh.value("tune") == "my radio"
+    finally:
+        fresh.shutdown()
 
 
 def test_line_magics(kernel):
@@ -279,7 +311,7 @@ def test_kill_the_kernel_mid_study_and_resume(kernel, tmp_path):
     interrupted = [t.number for t in before if t.state == TrialState.RUNNING]
     assert len(completed) >= 4 and len(interrupted) == 1
 
-    assert kernel.run("%load_ext hpt_jupyter\nfrom hpt_jupyter import tune").error is None
+    assert kernel.run("%load_ext hpt_jupyter").error is None
     reply = kernel.run(cell.format(mode="--resume"))
     assert reply.error is None, reply.error_text
     kernel.run("%tune wait")
