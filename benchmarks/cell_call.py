@@ -16,7 +16,7 @@ import time
 from IPython.core.interactiveshell import InteractiveShell
 
 from hpt_jupyter import compile_cell
-from hpt_jupyter.space import FixedContext, set_context
+from hpt_jupyter.core.space import FixedContext, set_context
 
 BODY = "lr = tune.float(1e-5, 1e-1, log=True)\ndepth = tune.int(1, 8)\nscore = lr * depth + offset\nscore\n"
 

@@ -21,7 +21,7 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from hpt_jupyter import start, tune
-from hpt_jupyter.storage import resolve_storage
+from hpt_jupyter.core.storage import resolve_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

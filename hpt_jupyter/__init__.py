@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from .api import optimize, start
-from .cell import CompiledCell, compile_cell
+from .core.cell import CompiledCell, compile_cell
 from .errors import TuneError
-from .run import Event, Run
-from .space import tune
+from .core.run import Event, Run
+from .core.space import tune
 
 __all__ = ["tune", "start", "optimize", "compile_cell", "CompiledCell", "Run", "Event", "TuneError"]
 __version__ = "0.1.0"

@@ -9,13 +9,13 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 import optuna
 from optuna.samplers import BaseSampler
 
-from .cell import CompiledCell
+from .core.cell import CompiledCell
 from .errors import TuneError
-from .report import TextReporter
-from .run import NARROWINGS_KEY, Run
-from .samplers import make_sampler
-from .space import tune
-from .storage import fail_orphaned_trials, resolve_storage, this_owner
+from .views.text import TextReporter
+from .core.run import NARROWINGS_KEY, Run
+from .core.samplers import make_sampler
+from .core.space import tune
+from .core.storage import fail_orphaned_trials, resolve_storage, this_owner
 
 DEFAULT_TRIALS = 20
 DIRECTIONS = ("minimize", "maximize")

@@ -20,16 +20,16 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .api import DEFAULT_TRIALS, start
-from .cell import compile_cell
-from .lab import bridge_of
-from .lab import register as register_lab_target
+from .core.cell import compile_cell
+from .views.lab import bridge_of
+from .views.lab import register as register_lab_target
 from .errors import TuneError
-from .report import best_trials_table
-from .run import Run
-from .samplers import SAMPLERS
-from .space import tune
-from .steering import parse_assignments, percent
-from .storage import describe_default, resolve_storage, study_names
+from .views.text import best_trials_table
+from .core.run import Run
+from .core.samplers import SAMPLERS
+from .core.space import tune
+from .core.steering import parse_assignments, percent
+from .core.storage import describe_default, resolve_storage, study_names
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Touching these on a run object does not need the study's final result.
@@ -322,7 +322,7 @@ class TuneMagics(Magics):
     def _show_dashboard(self, run: Run) -> None:
         from IPython.display import display
 
-        from .dashboard import Dashboard  # ipywidgets and bqplot load only where they are shown
+        from .views.dashboard import Dashboard  # ipywidgets and bqplot load only where they are shown
 
         previous = self.dashboards.pop(run.name, None)
         if previous is not None:

@@ -25,7 +25,8 @@ def kernel(tmp_path):
 @pytest.fixture(autouse=True)
 def _fresh_runs():
     """The in-process registry of runs and the in-memory store start empty for every test."""
-    from hpt_jupyter import storage, tune
+    from hpt_jupyter import tune
+    from hpt_jupyter.core import storage
 
     storage._storages.pop("memory", None)
     tune.runs.clear()

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from hpt_jupyter import TuneError, compile_cell, optimize, start, tune
-from hpt_jupyter.run import TRACEBACK_KEY
+from hpt_jupyter.core.run import TRACEBACK_KEY
 from optuna.trial import TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -129,7 +129,7 @@ def test_dashboard_renders_fills_and_stops_in_jupyterlab(lab, page):
     url, root = lab
     _notebook(root / "board.ipynb", [
         "%load_ext hpt_jupyter\nfrom IPython.display import display\nfrom hpt_jupyter import start, tune\n"
-        "from hpt_jupyter.dashboard import Dashboard\nimport time",
+        "from hpt_jupyter.views.dashboard import Dashboard\nimport time",
         "def slow():\n    time.sleep(0.15)\n    x = tune.float(-2, 2)\n"
         "    label = tune.choice(['<img src=x onerror=alert(1)>', 'plain'])\n    return (x - 0.5) ** 2\n"
         "run = start(slow, n_trials=400, storage='memory', report=False, name='browser', seed=0, launch=False)\n"

@@ -7,7 +7,7 @@ import time
 SETUP = """
 from IPython.display import display
 from hpt_jupyter import start, tune
-from hpt_jupyter.dashboard import Dashboard
+from hpt_jupyter.views.dashboard import Dashboard
 import time
 """
 

@@ -8,7 +8,7 @@ import random
 import optuna
 import pytest
 
-from hpt_jupyter.digest import Digest, SeriesSample, StrideSample, TableOrder, sort_key
+from hpt_jupyter.views.digest import Digest, SeriesSample, StrideSample, TableOrder, sort_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from hpt_jupyter import TuneError, compile_cell, tune
-from hpt_jupyter.space import TrialContext, set_context
+from hpt_jupyter.core.space import TrialContext, set_context
 
 
 def names_of(body: str) -> list[str]:

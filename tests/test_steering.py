@@ -10,9 +10,9 @@ import optuna
 import pytest
 
 from hpt_jupyter import TuneError, compile_cell, start, tune
-from hpt_jupyter.space import ChoiceParam, FloatParam, IntParam
-from hpt_jupyter.steering import percent, share_of_space
-from hpt_jupyter.storage import study_names
+from hpt_jupyter.core.space import ChoiceParam, FloatParam, IntParam
+from hpt_jupyter.core.steering import percent, share_of_space
+from hpt_jupyter.core.storage import study_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

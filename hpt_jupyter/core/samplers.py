@@ -9,7 +9,7 @@ from typing import Callable
 import optuna
 from optuna.samplers import BaseSampler
 
-from .errors import TuneError
+from ..errors import TuneError
 
 SAMPLERS = ("auto", "tpe", "random", "grid", "gp", "cmaes", "qmc", "nsga2")
 

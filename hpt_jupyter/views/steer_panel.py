@@ -17,10 +17,10 @@ from typing import Any, Callable
 
 import ipywidgets as widgets
 
-from .errors import TuneError
-from .run import Run
-from .space import ChoiceParam, IntParam, Param
-from .steering import narrowed, parse_assignments, percent, same_choice
+from ..errors import TuneError
+from ..core.run import Run
+from ..core.space import ChoiceParam, IntParam, Param
+from ..core.steering import narrowed, parse_assignments, percent, same_choice
 
 _ERROR = "color:#cf222e"
 _OK = "color:#1a7f37"

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from optuna.trial import TrialState
 
-from .run import FINISHED
+from ..core.run import FINISHED
 
 if TYPE_CHECKING:
-    from .run import Event, Run
+    from ..core.run import Event, Run
 
 _SHOWN_FAILURES = 3
 

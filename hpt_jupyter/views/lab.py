@@ -18,8 +18,8 @@ import time
 from typing import Any, Callable
 
 from .digest import StrideSample
-from .run import Event, Run
-from .space import tune
+from ..core.run import Event, Run
+from ..core.space import tune
 
 TARGET = "hpt_jupyter"
 PROTOCOL = 1
@@ -196,7 +196,7 @@ class LabBridge:
 def stored_studies(directory: str | None = None) -> list[dict]:
     """The studies of the default store (``hpt_studies.journal`` here), without opening a store
     that does not exist."""
-    from .storage import describe_default, resolve_storage, study_names
+    from ..core.storage import describe_default, resolve_storage, study_names
 
     if not os.path.exists(describe_default(directory)):
         return []

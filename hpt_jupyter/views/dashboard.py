@@ -20,8 +20,8 @@ import bqplot
 import ipywidgets as widgets
 
 from .digest import Digest, Row, TableOrder
-from .run import FINAL_STATES, PAUSED, Event, Run
-from .space import ChoiceParam
+from ..core.run import FINAL_STATES, PAUSED, Event, Run
+from ..core.space import ChoiceParam
 from .steer_panel import SteerPanel
 
 _STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "stopping": "#9a6700", "stopped": "#57606a",

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from .errors import TuneError
+from ..errors import TuneError
 from .space import ChoiceParam, FloatParam, IntParam, Param
 
 @dataclass

@@ -28,10 +28,10 @@ import optuna
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
-from .errors import TuneError
+from ..errors import TuneError
 from .space import ChoiceParam, FloatParam, IntParam, Param, TrialContext, set_context
 from .steering import Narrowing, contains, describe, distribution, narrowed, near, share_of_space, span_of
-from .storage import SEGMENT_MARK, set_lease
+from .storage import SEGMENT_MARK, TRACEBACK_KEY, set_lease
 
 if TYPE_CHECKING:
     import pandas
@@ -39,8 +39,7 @@ if TYPE_CHECKING:
     from .cell import CompiledCell
 
 logger = logging.getLogger("hpt_jupyter")
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-TRACEBACK_KEY = "traceback"
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # hpt_jupyter/
 ASSIGNED_KEY = "hpt:assigned"
 NARROWINGS_KEY = "hpt:narrowings"  # on the named study: the log of narrowings, with their studies
 COPY_KEY = "hpt:copy_of"  # on a trial copied into a narrowed study: the run-wide number of the original

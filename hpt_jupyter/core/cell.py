@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any, Callable
 
-from .errors import TuneError
+from ..errors import TuneError
 from .naming import explicit_name, inferred_name, parent_map, tune_call_kind
 from .space import (
     FixedContext,

@@ -17,9 +17,10 @@ from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBSto
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from .errors import TuneError
+from ..errors import TuneError
 
 DEFAULT_STORE = "hpt_studies.journal"
+TRACEBACK_KEY = "traceback"  # a failed trial's user attribute: why it failed
 _storages: dict[str, BaseStorage] = {}
 _lock = threading.Lock()
 
@@ -130,8 +131,6 @@ def fail_orphaned_trials(study: optuna.Study, narrowed: list[tuple[optuna.Study,
     Only when every other kernel that holds an active lease on the study is known dead: a
     live (or unknown, other-host) owner may still be running them.
     """
-    from .run import TRACEBACK_KEY
-
     me = this_owner()
     attrs = study._storage.get_study_system_attrs(study._study_id)
     active = [key[len(LEASE_PREFIX):] for key, state in attrs.items()

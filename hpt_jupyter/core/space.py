@@ -13,15 +13,20 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import optuna
 
-from .errors import TuneError
+from ..errors import TuneError
 from .naming import name_from_caller
 
-if TYPE_CHECKING:
-    from .run import Run
+
+class KnobRecorder(Protocol):
+    """What a trial context tells about the knobs it meets (a run is one)."""
+
+    overrides: dict[str, Any]  # name -> the narrowed knob trials are asked from
+
+    def _note_param(self, param: Any) -> None: ...
 
 _PRIMITIVE = (type(None), bool, int, float, str)
 
@@ -173,7 +178,7 @@ class TrialContext:
 
     __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds")
 
-    def __init__(self, trial: optuna.Trial, run: Run | None) -> None:
+    def __init__(self, trial: optuna.Trial, run: KnobRecorder | None) -> None:
         self.trial = trial
         self.run = run
         self.declared: set[str] = set()
@@ -275,8 +280,8 @@ class Tune:
     """
 
     def __init__(self) -> None:
-        self.runs: dict[str, Run] = {}
-        self._last: Run | None = None
+        self.runs: dict[str, Any] = {}  # name -> Run
+        self._last: Any = None
 
     def float(self, low: _float, high: _float, *, log: bool = False, step: _float | None = None,
               name: str | None = None) -> _float:
@@ -301,11 +306,11 @@ class Tune:
         return context.trial
 
     @property
-    def last(self) -> Run | None:
+    def last(self) -> Any:
         """The most recently started run."""
         return self._last
 
-    def _register(self, run: Run) -> None:
+    def _register(self, run: Any) -> None:
         self.runs[run.name] = run
         self._last = run
 
