@@ -10,6 +10,7 @@ import optuna
 from optuna.samplers import BaseSampler
 
 from .core.cell import CompiledCell
+from .core.executors import make_executor
 from .errors import TuneError
 from .views.text import TextReporter
 from .core.run import NARROWINGS_KEY, Run
@@ -80,8 +81,11 @@ def open_study(name: str, storage_spec: str | None, directions: list[str], sampl
         opened = f"nothing stored as '{name}' to resume: new study in {where}"
     with _quiet_optuna():  # our own start line says what happened
         if not exists:
-            study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions)
-            return study, opened, persistent
+            try:
+                study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions)
+                return study, opened, persistent
+            except optuna.exceptions.DuplicatedStudyError:
+                pass  # another kernel sharing the store created it a moment ago: join that one
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     stored_directions = [d.name.lower() for d in study.directions]
     if stored_directions != directions:
@@ -121,6 +125,10 @@ def start(
     stream: TextIO | None = None,
     directory: str | None = None,
     launch: bool = True,
+    jobs: int = 1,
+    backend: str = "thread",
+    cluster: Any = None,
+    trial_timeout: float | None = None,
 ) -> Run:
     """Start tuning ``objective`` in a background thread and return its :class:`Run`.
 
@@ -132,6 +140,12 @@ def start(
     ``hpt_studies.journal`` in ``directory``, default the working directory), "memory", a
     database URL, or a file path. ``launch=False`` returns the run unstarted, so that
     more views can subscribe before the first event; call ``run.start()``.
+
+    ``jobs`` trials run at once on ``backend``: "thread" (threads of this process: they see
+    live variables), "process" (local worker processes; the objective and the values it reads
+    are sent once per run) or "dask" (a Dask cluster: a new ``LocalCluster``, the scheduler at
+    ``cluster="tcp://host:8786"``, or a ``distributed.Client`` passed as ``cluster``).
+    ``trial_timeout`` (seconds; process and dask) ends a trial that runs longer as failed.
     """
     directions = [direction] if isinstance(direction, str) else list(direction)
     check_options(n_trials, timeout, directions, max_failures, target, seed, mode)
@@ -168,8 +182,11 @@ def start(
         sampler_factory = narrowed_sampler
     if n_trials is None and timeout is None and not isinstance(sampler_object, optuna.samplers.GridSampler):
         n_trials = DEFAULT_TRIALS
+    # Before the study is touched: a name the workers cannot receive is one message, nothing starts.
+    executor = make_executor(backend, jobs, function, len(directions), cell=cell, cluster=cluster,
+                             trial_timeout=trial_timeout)
     study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory)
-    run = Run(function, study, name=name, n_trials=n_trials, timeout=timeout, target=target,
+    run = Run(executor, study, name=name, trial_timeout=trial_timeout, n_trials=n_trials, timeout=timeout, target=target,
               max_failures=max_failures, cell=cell, owner=this_owner() if persistent else None,
               opened=opened, sampler_name=sampler_name, sampler_factory=sampler_factory)
     tune._register(run)

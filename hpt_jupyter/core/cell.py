@@ -62,6 +62,8 @@ class CompiledCell:
     declarations: list[Declaration]
     assigned_names: set[str]
     namespace: dict = field(repr=False)
+    code: str = ""  # the body as compiled (IPython syntax transformed): what a worker compiles again
+    first_line: int = 1
 
     @property
     def param_names(self) -> list[str]:
@@ -356,6 +358,8 @@ def compile_cell(
         declarations=declarations,
         assigned_names=assigned,
         namespace=namespace,
+        code=code_text,
+        first_line=first_line,
     )
 
 

@@ -1,37 +1,35 @@
-"""A run: one Optuna study driven by its own ask/tell loop in a background thread.
+"""A run: the handle users hold on a search. Its state, queries, control and steering.
 
-The loop is what ``study.optimize`` does (``ask``, call the objective, ``tell``) plus
-budget, control and events. Views subscribe to events; they never drive the loop, they
-call :meth:`Run.stop`, :meth:`Run.pause`, :meth:`Run.resume` or :meth:`Run.extend`.
+The loop that evaluates trials is the engine's (:mod:`hpt_jupyter.core.engine`): it keeps the
+executor's slots full in background threads. Views subscribe to events; they never drive the
+loop, they call :meth:`Run.stop`, :meth:`Run.pause`, :meth:`Run.resume` or :meth:`Run.extend`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import copy
-import datetime
-import random
-import inspect
 import json
 import logging
-import math
 import numbers
-import os
+import random
 import threading
 import time
-import traceback
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import optuna
-from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import TuneError
-from .space import ChoiceParam, FloatParam, IntParam, Param, TrialContext, set_context
+from .engine import FINAL_STATES, FINISHED, PAUSED, READY, RUNNING, STOPPING, Engine
+from .executors.base import Executor
+from .space import ChoiceParam, FloatParam, IntParam, Param
 from .steering import Narrowing, contains, describe, distribution, narrowed, near, share_of_space, span_of
-from .storage import SEGMENT_MARK, TRACEBACK_KEY, set_lease
+from .storage import SEGMENT_MARK, TRACEBACK_KEY
+
+__all__ = ["Run", "Event", "Segment", "FINAL_STATES", "FINISHED", "PAUSED", "READY", "RUNNING", "STOPPING",
+           "TRACEBACK_KEY"]
 
 if TYPE_CHECKING:
     import pandas
@@ -39,15 +37,9 @@ if TYPE_CHECKING:
     from .cell import CompiledCell
 
 logger = logging.getLogger("hpt_jupyter")
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # hpt_jupyter/
 ASSIGNED_KEY = "hpt:assigned"
 NARROWINGS_KEY = "hpt:narrowings"  # on the named study: the log of narrowings, with their studies
 COPY_KEY = "hpt:copy_of"  # on a trial copied into a narrowed study: the run-wide number of the original
-
-# States a run moves through; the last three are final.
-READY, RUNNING, PAUSED, STOPPING = "ready", "running", "paused", "stopping"
-FINISHED, STOPPED, FAILED = "finished", "stopped", "failed"
-FINAL_STATES = (FINISHED, STOPPED, FAILED)
 
 
 @dataclass
@@ -76,33 +68,12 @@ class Event:
     message: str | None = None
 
 
-def _format_failure(error: BaseException) -> str:
-    """The traceback without this package's own frames: it starts at the user's code."""
-    summary = traceback.TracebackException.from_exception(error)
-    summary.stack = traceback.StackSummary.from_list(
-        [frame for frame in summary.stack if not frame.filename.startswith(_PACKAGE_DIR)]
-    )
-    return "".join(summary.format())
-
-
-def _short_failure(text: str) -> str:
-    """``ValueError: boom (line 4)`` from a traceback text."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    last = lines[-1].strip() if lines else "unknown error"
-    line_no = None
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("File ") and ", line " in stripped and "<tune" in stripped:
-            line_no = stripped.split(", line ")[1].split(",")[0]
-    return f"{last} (line {line_no})" if line_no else last
-
-
 class Run:
     """A running (or finished) search. ``tune.runs[name]`` and ``tune.last`` are Runs."""
 
     def __init__(
         self,
-        objective: Callable[..., Any],
+        executor: Executor,
         study: optuna.Study,
         *,
         name: str,
@@ -115,6 +86,7 @@ class Run:
         opened: str = "",
         sampler_name: str = "",
         sampler_factory: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+        trial_timeout: float | None = None,
     ) -> None:
         self.name = name
         self.study = study  # the study trials are asked from: the named one, or its latest narrowing
@@ -129,8 +101,9 @@ class Run:
         self.space: dict[str, Param] = {}
         self.state = READY
         self.reason = ""
-        self._objective = objective
-        self._wants_trial = _takes_trial(objective)
+        self.executor = executor
+        self.trial_timeout = trial_timeout
+        self._engine: Engine | None = None
         self._owner = owner
         self._subscribers: list[Callable[[Event], None]] = []
         self._condition = threading.Condition()
@@ -355,13 +328,18 @@ class Run:
             self._done.clear()
         with self._steer_lock:
             self._loop_takes_steering = True
-        # The thread runs in a copy of the caller's context, so output it prints goes where
-        # the caller's output goes (ipykernel routes output by a context variable).
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._loop,), name=f"hpt-{self.name}",
-                                        daemon=True)
-        self._thread.start()
+        self._engine = Engine(self, self.executor)
+        self._thread = self._engine.start()
         return self
+
+    def running_trials(self) -> list[tuple[int, float]]:
+        """``(run-wide number, seconds running)`` of the trials running now, oldest first."""
+        engine = self._engine
+        if engine is None or not self.is_alive:
+            return []
+        now = time.monotonic()
+        with self._condition:
+            return sorted((number, now - started) for number, started in engine.running.items())
 
     def stop(self) -> None:
         """Stop after the running trial finishes (graceful: its result is kept)."""
@@ -647,159 +625,15 @@ class Run:
             except Exception:  # a broken view must not stop the search
                 logger.exception("hpt_jupyter: a subscriber of run %r failed on %s", self.name, kind)
 
-    def _end_reason(self) -> str | None:
-        if self._stop_requested:
-            return "stopped"
-        if self.budget is not None and self.n_finished >= self.budget:
-            return f"budget reached ({self.budget} trials)"
-        if self.timeout is not None and time.monotonic() - self._loop_started >= self.timeout:
-            return f"timeout ({self.timeout:g}s)"
-        if self.target is not None and self._best is not None:
-            better = self._best.value >= self.target if self.directions[0] == "maximize" \
-                else self._best.value <= self.target
-            if better:
-                return f"target {self.target:g} reached"
-        if self.max_failures and self._consecutive_failures >= self.max_failures:
-            last = self.failures[-1][1] if self.failures else ""
-            return f"{self._consecutive_failures} consecutive failures; last: {last}"
-        if self.study._stop_flag:
-            return "the sampler has no more trials to give (grid exhausted)" \
-                if isinstance(self.study.sampler, optuna.samplers.GridSampler) else "study.stop() was called"
-        return None
-
-    def _loop(self) -> None:
-        study = self.study
-        # Like study.optimize: lets samplers (GridSampler) and objectives call study.stop().
-        study._thread_local.in_optimize_loop = True
-        study._stop_flag = False
-        self._loop_started = time.monotonic()
-        if self._owner is not None:  # lets a later kernel tell our RUNNING trials from a live one's
-            set_lease(self.base_study, self._owner, "active")
-        self._emit("started", message=self.opened)
-        final_state, reason = FINISHED, ""
-        try:
-            while True:
-                with self._condition:
-                    while self._pause_requested and not self._stop_requested:
-                        self._condition.wait()
-                reason = self._end_reason()
-                if reason:
-                    break
-                self._take_steering()
-                self._run_one_trial()
-            if self._stop_requested:
-                final_state = STOPPED
-            elif self.max_failures and self._consecutive_failures >= self.max_failures:
-                final_state = FAILED
-        except TuneError as error:  # a mistake in the space found while a trial ran
-            final_state, reason = FAILED, str(error)
-        except Exception as error:  # noqa: BLE001 - the sampler or storage broke: say so, end
-            final_state, reason = FAILED, f"{type(error).__name__}: {error}"
-            logger.exception("hpt_jupyter: run %r failed", self.name)
-        finally:
-            study._thread_local.in_optimize_loop = False
-            try:  # a narrowing asked for while the last trial ran holds for the next start
-                with self._steer_lock:
-                    self._loop_takes_steering = False  # from now on a narrowing applies at once
-                    pending, self._pending_narrowing = self._pending_narrowing, None
-                    if pending is not None:
-                        self._apply_space(*pending)
-            except Exception:  # noqa: BLE001 - the store may be what failed
-                logger.exception("hpt_jupyter: could not apply the narrowing of run %r", self.name)
-            if self._owner is not None:
-                try:
-                    set_lease(self.base_study, self._owner, "ended")
-                except Exception:  # noqa: BLE001 - the store may be what failed
-                    logger.exception("hpt_jupyter: could not end the lease of run %r", self.name)
-            with self._condition:
-                self.state, self.reason = final_state, reason
-                self.ended_at = time.monotonic()
-            self._emit("finished", message=reason)
-            self._done.set()
-
     def _take_steering(self) -> None:
-        """Between trials: a requested narrowing, then the next queued configuration."""
+        """Before each ask (the engine holds the study lock): a requested narrowing, then the
+        next queued configuration."""
         with self._steer_lock:
             pending, self._pending_narrowing = self._pending_narrowing, None
             if pending is not None:
                 self._apply_space(*pending)
         if self._queue:
             self.study.enqueue_trial(self._queue.popleft(), skip_if_exists=False)
-
-    def _run_one_trial(self) -> None:
-        study = self.study
-        segment = self.segments[-1]
-        start = time.perf_counter()
-        trial = study.ask()
-        ask_seconds = time.perf_counter() - start
-        number = segment.base + trial.number - segment.seeded  # run-wide
-        self._next_number = number + 1
-        self._emit("trial_started", number=number)
-        context = TrialContext(trial, self)
-        set_context(context)
-        values: Any = None
-        state = TrialState.COMPLETE
-        failure = None
-        space_error: TuneError | None = None
-        objective_start = time.perf_counter()
-        try:
-            result = self._objective(trial) if self._wants_trial else self._objective()
-            values, failure = self._check_score(result)
-            if failure is not None:
-                state = TrialState.FAIL
-        except optuna.TrialPruned:
-            state = TrialState.PRUNED
-        except TuneError as error:
-            state, failure, space_error = TrialState.FAIL, str(error), error
-        except BaseException as error:  # noqa: BLE001 - SystemExit from user code fails the trial too
-            state, failure = TrialState.FAIL, _format_failure(error)
-        finally:
-            set_context(None)
-        self.objective_seconds += time.perf_counter() - objective_start - context.sampler_seconds
-
-        start = time.perf_counter()
-        if state == TrialState.COMPLETE:
-            self._keep_assignments(trial, number, context.assigned)
-        else:
-            values = None
-            trial.set_user_attr(TRACEBACK_KEY, failure or "")
-        # What study.optimize calls: study.tell is this plus a deep copy of the trial that
-        # costs more than the rest of our loop (benchmarks/overhead.py).
-        final_state, final_values, _ = _tell_with_warning(
-            study, trial, values, None if state == TrialState.COMPLETE else state, suppress_warning=True)
-        frozen = _finished_copy(trial, final_state, final_values, number)
-        self.sampler_seconds += ask_seconds + context.sampler_seconds + time.perf_counter() - start
-        self.n_run += 1
-        self.counts[frozen.state] += 1
-        if frozen.state == TrialState.COMPLETE:
-            self._consecutive_failures = 0
-            self._consider_best(frozen)
-        elif frozen.state == TrialState.FAIL:
-            self._consecutive_failures += 1
-            self.failures.append((frozen.number, _short_failure(failure or "")))
-        self._emit("trial_finished", trial=frozen, number=frozen.number,
-                   message=self.failures[-1][1] if frozen.state == TrialState.FAIL else None)
-        if space_error is not None:
-            raise space_error
-
-    def _check_score(self, result: Any) -> tuple[Any, str | None]:
-        """The score as Optuna wants it, or a message saying why it is not one."""
-        n = len(self.directions)
-        if n > 1:
-            if not isinstance(result, (tuple, list)) or len(result) != n:
-                return None, (f"The study has {n} directions, so the cell must end with {n} scores "
-                              f"(a tuple), but it gave {result!r:.80}.")
-            scores = []
-            for item in result:
-                score, problem = _one_score(item)
-                if problem:
-                    return None, problem
-                scores.append(score)
-            return scores, None
-        if isinstance(result, (tuple, list)):
-            return None, (f"The cell gave {len(result)} scores but the study has one direction; "
-                          f"give one --direction per score (e.g. --direction maximize minimize).")
-        return _one_score(result)
 
     def _keep_assignments(self, trial: optuna.Trial, number: int, assigned: dict[str, Any]) -> None:
         differing = {k: v for k, v in assigned.items()
@@ -834,21 +668,6 @@ class Run:
 
     def _decoded(self, params: dict[str, Any]) -> dict[str, Any]:
         return {k: self._decode(k, v) for k, v in params.items()}
-
-
-def _finished_copy(trial: optuna.Trial, state: TrialState, values: list[float] | None,
-                   number: int) -> FrozenTrial:
-    """The told trial, built from the trial's own record (reading it back from a database
-    costs a query per trial, about 7 ms on SQLite, for what we already know), numbered
-    run-wide."""
-    known = trial._cached_frozen_trial
-    return FrozenTrial(
-        number=number, state=state, value=None, values=values,
-        datetime_start=known.datetime_start, datetime_complete=datetime.datetime.now(),
-        params=dict(known.params), distributions=dict(known.distributions),
-        user_attrs=dict(known.user_attrs), system_attrs=dict(known.system_attrs),
-        intermediate_values=dict(known.intermediate_values), trial_id=trial._trial_id,
-    )
 
 
 def _space_of(segments: list[Segment], narrowed: Mapping[str, Param]) -> dict[str, Param]:
@@ -889,31 +708,3 @@ def _same(a: Any, b: Any) -> bool:
         return a is b or bool(a == b)
     except Exception:  # noqa: BLE001 - arrays and odd objects: treat as different
         return False
-
-
-def _one_score(value: Any) -> tuple[float | None, str | None]:
-    if value is None:
-        return None, ("The cell's last expression gave None, not a score: end the cell with the "
-                      "value to optimise (a number), not a call such as print(...).")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        try:  # numpy scalars and 0-d arrays
-            if getattr(value, "shape", None) == () or getattr(value, "size", 2) == 1:
-                value = float(value)
-            else:
-                raise TypeError
-        except (TypeError, ValueError):
-            return None, f"The score must be a number, but the cell gave {type(value).__name__}: {value!r:.80}."
-    value = float(value)
-    if not math.isfinite(value):
-        return None, f"The score is {value}, not a finite number; this trial counts as failed."
-    return value, None
-
-
-def _takes_trial(objective: Callable[..., Any]) -> bool:
-    """``def objective(trial)`` gets the trial; a zero-argument callable uses ``tune.*``."""
-    try:
-        parameters = inspect.signature(objective).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-               for p in parameters)

@@ -174,16 +174,19 @@ def make_choice(name: str | None, options: Any) -> ChoiceParam:
 # --- the trial context ----------------------------------------------------------------
 
 class TrialContext:
-    """What ``tune.*`` calls talk to while one trial of a run executes in this thread."""
+    """What ``tune.*`` calls talk to while one trial of a run executes: in this thread, or for
+    a worker process, on the worker's behalf (a remote trial asks its knobs here)."""
 
-    __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds")
+    __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds", "lock")
 
-    def __init__(self, trial: optuna.Trial, run: KnobRecorder | None) -> None:
+    def __init__(self, trial: optuna.Trial, run: KnobRecorder | None, lock: Any = None) -> None:
         self.trial = trial
         self.run = run
         self.declared: set[str] = set()
         self.assigned: dict[str, Any] = {}
         self.sampler_seconds = 0.0
+        # Trials in several slots share the study: the engine's lock orders their sampler calls.
+        self.lock = lock if lock is not None else _NO_LOCK
 
     def _declare(self, param: Param) -> None:
         if param.name in self.declared:
@@ -196,26 +199,53 @@ class TrialContext:
             self.run._note_param(param)
 
     def suggest(self, param: Param) -> Any:
+        value = self.sample(param)
+        return param.decode(value) if isinstance(param, ChoiceParam) else value
+
+    def sample(self, param: Param) -> Any:
+        """The trial's value for ``param`` as Optuna stores it (a choice's label)."""
         self._declare(param)
         start = time.perf_counter()
         trial = self.trial
         override = self.run.overrides.get(param.name) if self.run is not None and self.run.overrides else None
-        if isinstance(param, ChoiceParam):
-            labels = param.labels
-            if isinstance(override, ChoiceParam):  # narrowed: the kept options, in the declared order
-                labels = tuple(label for label in param.labels if label in override.labels) or labels
-            value = param.decode(trial.suggest_categorical(param.name, labels))
-        else:
-            low, high = param.low, param.high
-            if override is not None and not isinstance(override, ChoiceParam):
-                # narrowed; clipped in case the cell's own bounds changed since
-                low, high = max(low, override.low), min(high, override.high)
-                if low > high:
-                    low, high = param.low, param.high
-            suggest = trial.suggest_float if isinstance(param, FloatParam) else trial.suggest_int
-            value = suggest(param.name, low, high, log=param.log, step=param.step)
+        with self.lock:
+            if isinstance(param, ChoiceParam):
+                labels = param.labels
+                if isinstance(override, ChoiceParam):  # narrowed: the kept options, in the declared order
+                    labels = tuple(label for label in param.labels if label in override.labels) or labels
+                value = trial.suggest_categorical(param.name, labels)
+            else:
+                low, high = param.low, param.high
+                if override is not None and not isinstance(override, ChoiceParam):
+                    # narrowed; clipped in case the cell's own bounds changed since
+                    low, high = max(low, override.low), min(high, override.high)
+                    if low > high:
+                        low, high = param.low, param.high
+                suggest = trial.suggest_float if isinstance(param, FloatParam) else trial.suggest_int
+                value = suggest(param.name, low, high, log=param.log, step=param.step)
         self.sampler_seconds += time.perf_counter() - start
         return value
+
+    def report(self, value: float, step: int) -> bool:
+        """Record an intermediate value; True when the pruner says this trial should stop."""
+        with self.lock:
+            self.trial.report(value, step)
+            return self.trial.should_prune()
+
+    def should_prune(self) -> bool:
+        with self.lock:
+            return self.trial.should_prune()
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
 
 
 class FixedContext:
@@ -233,6 +263,12 @@ class FixedContext:
                 f"'{param.name}' was not part of the best trial, so the refit cannot replay it."
             ) from None
 
+    def report(self, value: float, step: int) -> bool:
+        return False  # a refit runs to the end
+
+    def should_prune(self) -> bool:
+        return False
+
 
 _local = threading.local()
 
@@ -249,7 +285,7 @@ def _context_or_error(what: str) -> TrialContext | FixedContext:
     context = getattr(_local, "context", None)
     if context is None:
         raise TuneError(
-            f"tune.{what}() declares a knob of a search: use it inside a %%tune cell, "
+            f"tune.{what}() works only while a trial runs: use it inside a %%tune cell, "
             "or in an objective run by hpt_jupyter.start(...)."
         )
     return context
@@ -297,13 +333,27 @@ class Tune:
         """One of ``options`` (numbers, strings, or any objects such as model classes)."""
         return _declare("choice", name, lambda name: make_choice(name, options))
 
+    def report(self, value: _float, step: _int) -> None:
+        """Record an intermediate value (a training curve's point at ``step``); when the pruner
+        says stop, the trial ends here as pruned (``tune.should_stop()`` asks first)."""
+        context = _context_or_error("report")
+        if context.report(value, step):
+            raise optuna.TrialPruned(f"pruned at step {step}")
+
+    def should_stop(self) -> bool:
+        """True when the pruner says this trial should stop (clean up, then return or report)."""
+        return _context_or_error("should_stop").should_prune()
+
     @property
-    def trial(self) -> optuna.Trial:
-        """The ``optuna.Trial`` of the trial running in this thread."""
+    def trial(self) -> Any:
+        """The ``optuna.Trial`` of the trial running in this thread (in a worker process, a
+        stand-in that asks the kernel's trial: ``number``, ``params``, ``suggest_*``, ``report``,
+        ``should_prune``)."""
         context = current_context()
-        if not isinstance(context, TrialContext):
+        trial = getattr(context, "trial", None)
+        if trial is None:
             raise TuneError("tune.trial exists only while a trial runs (inside a %%tune cell or objective).")
-        return context.trial
+        return trial
 
     @property
     def last(self) -> Any:

@@ -7,9 +7,13 @@ optuna-dashboard opens it as it is (``optuna-dashboard hpt_studies.journal``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import random
+import re
 import socket
 import threading
+import time
 import warnings
 
 import optuna
@@ -56,7 +60,54 @@ def resolve_storage(spec: str | None, directory: str | None = None) -> tuple[Bas
     with _lock:
         if key not in _storages:
             _storages[key] = _open(kind, key, spec)
-    return _storages[key], ("memory (this kernel only)" if kind == "memory" else key), kind != "memory"
+    where = "memory (this kernel only)" if kind == "memory" else (shown_url(key) if kind == "rdb" else key)
+    return _storages[key], where, kind != "memory"
+
+
+# --- showing a URL -------------------------------------------------------------------
+
+_SECRET_KEYS = {"password", "passwd", "pwd"}
+_URL_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^\s/@:]*:)[^\s/@]*@")
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be shown: its password (also one given as ``?password=``) is ``***``.
+
+    The unmasked URL is only for connecting; headers, listings and errors show this one.
+    """
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        if any(key.lower() in _SECRET_KEYS for key in parsed.query):
+            parsed = parsed.set(query={key: ("***" if key.lower() in _SECRET_KEYS else value)
+                                       for key, value in parsed.query.items()})
+        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: mask what looks like one
+        return masked(url, url)
+
+
+def masked(text: str, url: str | None = None) -> str:
+    """``text`` (an error message, say) with the password of ``url``, and of any URL in it,
+    replaced by ``***``."""
+    secrets = []
+    if url:
+        try:
+            from sqlalchemy.engine import make_url
+
+            parsed = make_url(url)
+            secrets = [parsed.password, *(value for key, value in parsed.query.items()
+                                          if key.lower() in _SECRET_KEYS)]
+        except Exception:  # noqa: BLE001
+            match = _URL_PASSWORD.search(url)
+            secrets = [match.group(0)[len(match.group(1)):-1]] if match else []
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + "***@", text)
+    from urllib.parse import quote, quote_plus
+
+    for secret in secrets:
+        for form in {str(secret), quote(str(secret), safe=""), quote_plus(str(secret))} if secret else ():
+            text = text.replace(form, "***")
+    return text
 
 
 def _open(kind: str, key: str, spec: str | None) -> BaseStorage:
@@ -69,12 +120,63 @@ def _open(kind: str, key: str, spec: str | None) -> BaseStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return JournalStorage(JournalFileBackend(key))
+    shown = shown_url(key)
     try:
-        return RDBStorage(key)
+        return _open_rdb(_with_installed_driver(key))
     except ImportError as error:
-        raise TuneError(f"--storage {spec}: the database driver is missing ({error}); install it with pip.") from None
+        hint = "pip install 'hpt-jupyter[postgres]'" if key.startswith("postgres") else "pip"
+        raise TuneError(f"--storage {shown}: the database driver is missing "
+                        f"({masked(str(error.__cause__ or error), key)}); install it with {hint}.") from None
     except Exception as error:  # noqa: BLE001 - bad URL, server down: one clear line
-        raise TuneError(f"--storage {spec}: cannot open the database: {type(error).__name__}: {error}") from None
+        raise TuneError(f"--storage {shown}: cannot open the database: "
+                        f"{type(error).__name__}: {masked(str(error), key)}") from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """A plain ``postgresql://`` URL names SQLAlchemy's default driver (psycopg 3 from
+    SQLAlchemy 2.1 on, psycopg2 before): when that one is missing, use the other if installed."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        if parsed.drivername != "postgresql":
+            return url
+        dialect = parsed.get_dialect()
+        (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()
+        return url
+    except ImportError:
+        for driver in ("psycopg", "psycopg2"):
+            if importlib.util.find_spec(driver) is not None:
+                return parsed.set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
+        return url
+    except Exception:  # noqa: BLE001 - RDBStorage says what is wrong with the URL
+        return url
+
+
+_CONCURRENT = re.compile(r"already exists|duplicate|unique constraint|database is locked|deadlock", re.I)
+
+
+def _open_rdb(url: str, attempts: int = 12) -> RDBStorage:
+    """``RDBStorage(url)``, even while other processes create the same fresh schema.
+
+    Optuna creates the tables and stamps the schema version when a storage is opened; two
+    processes doing that at once on a new SQLite file or PostgreSQL database make one of them
+    fail (a table or type that "already exists", a duplicate version row). The tables are then
+    there, or about to be: open again after a short, random pause.
+    """
+    import sqlalchemy.exc
+
+    engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}  # an idle kernel's connections
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url, engine_kwargs=dict(engine_kwargs))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.ProgrammingError) as error:
+            if attempt == attempts - 1 or not (isinstance(error, sqlalchemy.exc.IntegrityError)
+                                               or _CONCURRENT.search(str(error))):
+                raise
+            time.sleep(random.uniform(0.02, 0.1) * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 # --- owners of RUNNING trials --------------------------------------------------------

@@ -1,0 +1,50 @@
+"""Execution backends behind one small interface (:mod:`.base`): ``thread`` (trials in threads
+of the kernel), ``process`` (local worker processes) and ``dask`` (a Dask cluster)."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable
+
+from ...errors import TuneError
+from .base import Executor, Outcome, SlotRunner, TrialRequest
+from .thread import ThreadExecutor
+
+BACKENDS = ("thread", "process", "dask")
+
+__all__ = ["BACKENDS", "Executor", "Outcome", "SlotRunner", "TrialRequest", "ThreadExecutor", "make_executor"]
+
+
+def make_executor(backend: str, jobs: Any, objective: Callable[..., Any], n_directions: int, *,
+                  cell: Any = None, cluster: Any = None, trial_timeout: Any = None) -> Executor:
+    """The executor for ``--backend``/``--jobs``; one clear message for a bad combination, and
+    (process, dask) the cell or function checked to be sendable before anything starts."""
+    if backend not in BACKENDS:
+        raise TuneError(f"--backend {backend!r} is not one of: {', '.join(BACKENDS)}.")
+    if not isinstance(jobs, numbers.Integral) or isinstance(jobs, bool) or jobs < 1:
+        raise TuneError(f"--jobs must be a positive whole number (trials at once), got {jobs!r}.")
+    if trial_timeout is not None:
+        if not isinstance(trial_timeout, numbers.Real) or trial_timeout <= 0:
+            raise TuneError(f"--trial-timeout must be a positive number of seconds, got {trial_timeout!r}.")
+        if backend == "thread":
+            raise TuneError("--trial-timeout needs --backend process or dask: a thread cannot be stopped "
+                            "from outside, a worker process can.")
+    if cluster is not None and backend != "dask":
+        raise TuneError("--cluster goes with --backend dask (add --backend dask, or drop --cluster).")
+    if backend == "thread":
+        return ThreadExecutor(objective, n_directions, int(jobs))
+    from .shipping import ship
+
+    shipment = ship(objective, n_directions, cell=cell)
+    executor: Executor
+    if backend == "process":
+        from .process import ProcessExecutor
+
+        executor = ProcessExecutor(shipment, int(jobs))
+    else:
+        from .dask import DaskExecutor
+
+        executor = DaskExecutor(shipment, int(jobs), cluster)
+    if cell is not None:  # a worker names choices by label; the kernel keeps the real options
+        executor.known = {d.name: d.param for d in cell.declarations if d.name and d.param is not None}
+    return executor

@@ -1,0 +1,98 @@
+"""Trials in local worker processes: one per slot, started once per run and reused for its
+trials. Each is a fresh interpreter (never a fork of the kernel, which runs many threads)
+talking to the kernel over a socket pair it inherits."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+
+from ...errors import TuneError
+from .base import Executor, Outcome, SlotRunner, TrialRequest
+from .remote import TrialTimedOut, WorkerLost, describe_exit, serve_trial
+from .shipping import Shipment
+
+SETUP_SECONDS = 300  # importing the user's libraries and unpacking their data can take a while
+
+
+class ProcessExecutor(Executor):
+    name = "process"
+    kills_on_timeout = True
+
+    def __init__(self, shipment: Shipment, jobs: int) -> None:
+        self.shipment = shipment
+        self.jobs = jobs
+        self.known: dict = {}  # the cell's declarations, set by the run (choices' real options)
+        self.started_workers = 0  # workers started, replacements included
+
+    def runner(self, slot: int) -> SlotRunner:
+        return _ProcessRunner(self)
+
+
+class _ProcessRunner(SlotRunner):
+    def __init__(self, executor: ProcessExecutor) -> None:
+        self.executor = executor
+        self.process: subprocess.Popen | None = None
+        self.conn: Connection | None = None
+
+    def _start_worker(self) -> None:
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hpt_jupyter.core.executors.worker", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        theirs.close()
+        conn = Connection(ours.detach())
+        self.executor.started_workers += 1
+        try:
+            conn.send(("setup", self.executor.shipment.blob))
+            if not conn.poll(SETUP_SECONDS):
+                raise TuneError(f"A worker process did not start within {SETUP_SECONDS}s.")
+            kind, detail = conn.recv()
+        except (EOFError, OSError):
+            code = process.wait()
+            raise TuneError(f"A worker process died while starting ({describe_exit(code)}).") from None
+        except BaseException:
+            process.kill()
+            raise
+        if kind != "ready":
+            process.kill()
+            raise TuneError(f"A worker process could not load the cell: {detail}")
+        self.process, self.conn = process, conn
+
+    def run(self, request: TrialRequest) -> Outcome:
+        if self.process is None:
+            self._start_worker()
+        assert self.conn is not None and self.process is not None
+        deadline = None if request.timeout is None else time.monotonic() + request.timeout
+        try:
+            self.conn.send(("trial", request.number))
+            return serve_trial(self.conn, request.context, deadline, self.executor.known)
+        except WorkerLost:
+            code = self.process.wait()
+            self._forget()
+            return Outcome(failure=f"The worker process running this trial died ({describe_exit(code)}); "
+                                   "a new worker takes the next trial.")
+        except TrialTimedOut:
+            self.process.kill()
+            self.process.wait()
+            self._forget()
+            return Outcome(failure=f"Timed out: the trial ran longer than --trial-timeout {request.timeout:g}s, "
+                                   "so its worker process was stopped.")
+
+    def _forget(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.process = self.conn = None
+
+    def close(self) -> None:
+        if self.process is not None:
+            try:
+                self.conn.send(("exit",))
+                self.process.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - a worker that will not go is stopped
+                self.process.kill()
+                self.process.wait()
+            self._forget()

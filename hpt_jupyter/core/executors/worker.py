@@ -1,0 +1,80 @@
+"""A worker process of the process backend: ``python -m hpt_jupyter.core.executors.worker FD``.
+
+It unpacks the run's shipment once, then runs the trials the kernel sends, one at a time, until
+the kernel says exit or goes away. Also the function a Dask worker runs for one trial."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import traceback
+from multiprocessing.connection import Client, Connection
+from typing import Any
+
+from .remote import Session, run_trial
+
+_sessions: dict[str, Session] = {}  # a Dask worker's unpacked shipments, by token
+_sessions_lock = threading.Lock()
+
+
+def serve(conn: Connection) -> None:
+    kind, blob = conn.recv()
+    try:
+        session = Session(blob)
+    except BaseException as error:  # noqa: BLE001 - said to the kernel, which ends the run
+        conn.send(("setup_failed", "".join(traceback.format_exception_only(type(error), error)).strip()))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the kernel went away
+        if message[0] == "exit":
+            return
+        run_trial(conn, session, message[1])
+
+
+def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, blob: bytes,
+               timeout: float | None) -> str:
+    """One trial on a Dask worker: connect back to the kernel, run what it sends."""
+    with _sessions_lock:
+        session = _sessions.get(shipment_token)
+    conn = Client(address, authkey=authkey)
+    try:
+        conn.send(("hello", token))
+        if session is None:
+            try:
+                session = Session(blob)
+            except BaseException as error:  # noqa: BLE001 - said to the kernel, which ends the run
+                conn.send(("setup_failed", "".join(traceback.format_exception_only(type(error), error)).strip()))
+                return "setup failed"
+            with _sessions_lock:
+                _sessions[shipment_token] = session
+        conn.send(("ready", None))
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return "not wanted"  # a rerun of a trial the kernel has already settled
+        if message[0] != "trial":
+            return "not wanted"
+        watchdog = None
+        if timeout is not None:
+            # A thread cannot be stopped: past the timeout the worker process goes (its nanny
+            # starts a new one), as the process backend kills its worker.
+            watchdog = threading.Timer(timeout + 1.0, os._exit, (70,))
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            run_trial(conn, session, message[1])
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        return "done"
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))
