@@ -21,6 +21,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .api import DEFAULT_TRIALS, start
 from .core.cell import compile_cell
+from .core.executors import BACKENDS
 from .views.lab import bridge_of
 from .views.lab import register as register_lab_target
 from .errors import TuneError
@@ -38,7 +39,9 @@ _CONTROL_ATTRIBUTES = {"stop", "pause", "resume", "extend", "wait", "state", "na
                        "failure", "failures", "reason",
                        # steering a running study is the point: these never wait for its end
                        "narrow", "reset", "focus", "propose_focus", "enqueue", "enqueue_near", "narrowings",
-                       "overrides", "effective_space", "declared_space"}
+                       "overrides", "effective_space", "declared_space",
+                       # what runs where, now
+                       "running_trials", "executor", "trial_timeout", "slots_text"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,6 +71,14 @@ def _parser() -> _Parser:
                       help="continue the stored study of this name (the default when it exists)")
     mode.add_argument("--fresh", action="store_const", dest="mode", const="fresh",
                       help="delete the stored study of this name and start over")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="trials at once (default 1)")
+    p.add_argument("--backend", default="thread", choices=BACKENDS,
+                   help="where trials run: thread (in the kernel; sees live variables; default), "
+                        "process (local worker processes), dask (a Dask cluster)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="with --backend dask: a running scheduler (tcp://host:8786); default a new LocalCluster")
+    p.add_argument("--trial-timeout", type=float, metavar="SECONDS",
+                   help="process and dask: a trial that runs longer fails and its worker is replaced")
     p.add_argument("--target", type=float, metavar="VALUE", help="stop once the best score reaches VALUE")
     p.add_argument("--max-failures", type=int, default=5, metavar="N",
                    help="stop after N failed trials in a row (default 5; 0: never)")
@@ -306,7 +317,8 @@ class TuneMagics(Magics):
             compiled, n_trials=args.n_trials, timeout=args.timeout, direction=args.direction,
             sampler=args.sampler, seed=args.seed, name=args.name, storage=args.storage,
             mode=args.mode or "auto", target=args.target, max_failures=args.max_failures or None,
-            report=not args.quiet and not dashboard, launch=False,
+            report=not args.quiet and not dashboard, launch=False, jobs=args.jobs, backend=args.backend,
+            cluster=args.cluster, trial_timeout=args.trial_timeout,
         )
         self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
         bridge = bridge_of(shell)

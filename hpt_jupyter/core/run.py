@@ -332,6 +332,11 @@ class Run:
         self._thread = self._engine.start()
         return self
 
+    def slots_text(self) -> str:
+        """`` · 4 process slots`` where trials do not run one at a time in the kernel."""
+        executor = self.executor
+        return "" if executor.name == "thread" and executor.jobs == 1 else f" · {executor.describe()}"
+
     def running_trials(self) -> list[tuple[int, float]]:
         """``(run-wide number, seconds running)`` of the trials running now, oldest first."""
         engine = self._engine

@@ -506,12 +506,14 @@ class Dashboard:
             best_text = f"best <b>{_fmt(best.value)}</b> at trial #{best.number}"
         budget = f"/{run.budget}" if run.budget is not None else ""
         eta = run.eta()
+        running = run.running_trials()
         per_trial = run.sampler_seconds / run.n_run * 1000 if run.n_run else 0.0
         parts = [
             f"<b>{html.escape(run.name)}</b>",
             f"<span style='color:{colour}'>&#9679; {html.escape(run.state)}</span>",
-            f"{html.escape(run.sampler_name)} · {html.escape('/'.join(run.directions))}",
-            f"{run.n_finished}{budget} trials",
+            f"{html.escape(run.sampler_name)} · {html.escape('/'.join(run.directions))}"
+            + html.escape(run.slots_text()),
+            f"{run.n_finished}{budget} trials" + (f" ({len(running)} running)" if running else ""),
             best_text,
             # whole seconds while running: the header then changes (and is sent) once a second
             (f"{run.elapsed:.0f}s" + (f" · ETA {eta:.0f}s" if eta is not None else "")) if run.is_alive

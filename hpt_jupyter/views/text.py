@@ -90,7 +90,7 @@ class TextReporter:
         todo = f"{run.budget - run.n_finished} trials" if run.budget is not None else "trials"
         limit = f" for up to {run.timeout:g}s" if run.timeout else ""
         self._write(f"{self._close_line()}Tuning '{run.name}' · {run.sampler_name} · {'/'.join(run.directions)}"
-                    f" · {event.message} · running {todo}{limit} in the background\n")
+                    f" · {event.message} · running {todo}{limit} in the background{run.slots_text()}\n")
         self._last_print = time.monotonic()
 
     def _on_trial_finished(self, event: Event) -> None:
