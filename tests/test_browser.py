@@ -1,4 +1,5 @@
-"""The dashboard in a real JupyterLab, driven in headless Chromium (Debian's package) by Playwright.
+"""The dashboard and the extension in a real JupyterLab and a real Jupyter Notebook 7, driven in
+headless Chromium (Debian's package) by Playwright.
 
 Playwright cannot download its own browser here, so it launches /usr/bin/chromium, which
 .ci/run installs with apt-get. Assertions are on the DOM, never on pixels; screenshots go
@@ -7,6 +8,7 @@ to test-artifacts/ for people to look at.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -27,10 +29,12 @@ ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "hpt-test-token"
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """A JupyterLab server on 127.0.0.1 serving a temp folder."""
-    root = tmp_path_factory.mktemp("lab")
+@contextlib.contextmanager
+def _serve(root: Path, command: list[str], app: str, flags: list[str]):
+    """Start `python -m jupyter <command>` on 127.0.0.1 serving `root`; yield its URL, then stop it.
+
+    `app` is the application class (LabApp, JupyterNotebookApp) whose workspaces and settings
+    get folders of their own under `root`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -39,28 +43,49 @@ def lab(tmp_path_factory):
     settings = root / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    log = open(root / "lab.log", "w")
+    log_path = root / f"{command[0]}.log"
+    log = open(log_path, "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+        [sys.executable, "-m", "jupyter", *command, "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         "--LabApp.extension_manager=readonly", f"--LabApp.workspaces_dir={root / 'workspaces'}",
-         f"--LabApp.user_settings_dir={root / 'settings'}"],
+         f"--{app}.workspaces_dir={root / 'workspaces'}", f"--{app}.user_settings_dir={root / 'settings'}",
+         *flags],
         stdout=log, stderr=subprocess.STDOUT, cwd=root,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("JupyterLab did not start:\n" + (root / "lab.log").read_text()[-3000:])
-            time.sleep(0.3)
-    yield url, root
-    server.terminate()
-    server.wait(30)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"jupyter {command[0]} did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 serving a temp folder."""
+    root = tmp_path_factory.mktemp("lab")
+    with _serve(root, ["lab"], "LabApp", [
+            "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly"]) as url:
+        yield url, root
+
+
+@pytest.fixture(scope="module")
+def notebook7(tmp_path_factory):
+    """A Jupyter Notebook 7 server on 127.0.0.1 serving a temp folder."""
+    root = tmp_path_factory.mktemp("notebook7")
+    with _serve(root, ["notebook"], "JupyterNotebookApp", []) as url:
+        yield url, root
 
 
 @pytest.fixture
@@ -73,7 +98,9 @@ def page():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.console_errors = []
+        page.console_warnings = []
         page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
+        page.on("console", lambda m: page.console_warnings.append(m.text) if m.type == "warning" else None)
         yield page
         browser.close()
 
@@ -89,18 +116,40 @@ def _run_all(page, url: str, name: str) -> None:
     page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}?reset&token={TOKEN}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
     page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)  # the kernel is up
-    page.click("li.lm-MenuBar-item:has-text('Run')")
-    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+    _menu(page, "Run", "Run All Cells")
+
+
+def _run_all_in_notebook7(page, url: str, name: str) -> None:
+    page.goto(f"{url}/notebooks/{name}?token={TOKEN}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_function(  # the kernel is up: its name in the toolbar, and idle
+        "document.querySelector('.jp-Toolbar-kernelName')?.textContent === 'Python 3 (ipykernel)'"
+        " && document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'",
+        timeout=90_000)
+    _menu(page, "Run", "Run All Cells")
+
+
+def _menu(page, menu: str, *items: str) -> None:
+    """Click a menu of the menu bar, then each item in turn (a submenu, then its item)."""
+    page.click(f"li.lm-MenuBar-item:has-text('{menu}')")
+    for item in items:
+        page.click(f".lm-Menu-itemLabel:text-is('{item}')")
+
+
+def _quickstart_with_slow_studies(path: Path, *names: str) -> None:
+    """The quickstart notebook, and after it a slow %%tune cell per name, to stop while they run."""
+    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    for name in names:
+        nb.cells.append(nbformat.v4.new_code_cell(
+            f"%%tune -n 500 --name {name} --storage memory\n"
+            "x = tune.float(0, 1)\nimport time\ntime.sleep(0.2)\nx"))
+    nbformat.write(nb, path)
 
 
 def test_quickstart_dashboard_through_tune_and_stop_in_jupyterlab(lab, page):
     """The product path: the quickstart's %%tune cell, then a slow %%tune cell to stop."""
     url, root = lab
-    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(
-        "%%tune -n 500 --name slow-stop --storage memory\n"
-        "x = tune.float(0, 1)\nimport time\ntime.sleep(0.2)\nx"))
-    nbformat.write(nb, root / "quickstart.ipynb")
+    _quickstart_with_slow_studies(root / "quickstart.ipynb", "slow-stop")
     _run_all(page, url, "quickstart.ipynb")
 
     headers = page.locator(".widget-html-content", has_text="sampler")
@@ -226,10 +275,7 @@ def test_tuning_sidebar_and_status_bar_follow_steer_and_stop_studies(lab, page):
     url, root = lab
     ready = []
     page.on("console", lambda m: ready.append(m.text) if "Tuning sidebar is ready" in m.text else None)
-    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(
-        "%%tune -n 500 --name sidebar-slow --storage memory\nx = tune.float(0, 1)\nimport time\ntime.sleep(0.2)\nx"))
-    nbformat.write(nb, root / "sidebar.ipynb")
+    _quickstart_with_slow_studies(root / "sidebar.ipynb", "sidebar-slow")
     _run_all(page, url, "sidebar.ipynb")
     assert ready, "the extension did not activate"
 
@@ -282,4 +328,86 @@ def test_tuning_sidebar_and_status_bar_follow_steer_and_stop_studies(lab, page):
     assert cell.locator(".bqplot path.dot").count() >= 1  # the cell's dashboard drew its marks
     status.wait_for(state="hidden", timeout=15_000)  # nothing runs any more
     page.screenshot(path=str(ARTIFACTS / "sidebar-stopped.png"))
+    assert page.console_errors == [], page.console_errors
+
+
+def test_quickstart_dashboard_stop_and_tuning_sidebar_in_notebook7(notebook7, page):
+    """Jupyter Notebook 7 (no JupyterLab shell, no status bar): the quickstart's dashboard fills and
+    its Stop button stops a study; the extension activates, its Tuning sidebar (a left side panel,
+    hidden until asked for) lists the studies, and its status item sits in the menu bar."""
+    url, root = notebook7
+    ready = []
+    page.on("console", lambda m: ready.append(m.text) if "Tuning sidebar is ready" in m.text else None)
+    uncaught = []  # Notebook 7.6 itself throws one at start-up (its shortcuts plugin); ours would name hpt-jupyter
+    page.on("pageerror", lambda error: uncaught.append(f"{error}\n{error.stack}"))
+    # nb7-slow to stop from its dashboard, nb7-rest from "stop all" (Alt+Shift+X).
+    _quickstart_with_slow_studies(root / "quickstart.ipynb", "nb7-slow", "nb7-rest")
+    _run_all_in_notebook7(page, url, "quickstart.ipynb")
+    assert ready, "the extension did not activate"
+
+    # The quickstart's dashboard fills; the later cell waited for the study and saw the names.
+    page.wait_for_function(
+        "[...document.querySelectorAll('.widget-html-content')].some(e => e.textContent.includes('30/30 trials'))",
+        timeout=120_000)
+    page.locator(".jp-OutputArea-output pre", has_text="held-out accuracy:").wait_for(timeout=60_000)
+    quickstart = page.locator(".jp-Cell", has=page.locator(".widget-html-content", has_text="svc ·")).first
+    assert "finished" in quickstart.locator(".widget-html-content", has_text="sampler").inner_text()
+    assert quickstart.locator(".bqplot path.dot").count() >= 30
+
+    # The Tuning sidebar: hidden at first (Notebook 7 hides its side panels); Alt+Shift+T shows it.
+    sidebar = page.locator("#hpt-jupyter-sidebar")
+    assert not sidebar.is_visible()
+    page.keyboard.press("Alt+Shift+T")
+    sidebar.wait_for(state="visible", timeout=10_000)
+    svc = sidebar.locator(".hpt-study[data-study='svc']")
+    svc.wait_for(timeout=30_000)
+    sidebar.locator(".hpt-study[data-study='nb7-slow']").wait_for(timeout=90_000)
+    sidebar.locator(".hpt-study[data-study='nb7-rest']").wait_for(timeout=90_000)
+    assert svc.locator(".hpt-study-counts").inner_text() == "30/30 trials"
+    assert svc.locator(".hpt-study-state").inner_text() == "finished"
+    assert svc.locator(".hpt-study-best").inner_text().startswith("best 0.9")
+    page.wait_for_function(
+        "document.querySelector(\".hpt-study[data-study='nb7-slow'] .hpt-study-state\")?.textContent"
+        " === 'running'", timeout=60_000)
+    status = page.locator("#menu-panel .hpt-status-text")  # no status bar: the right of the menu bar
+    page.wait_for_function(
+        "document.querySelector('#menu-panel .hpt-status-text')?.textContent.startsWith('Tuning 2 running')",
+        timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "notebook7-sidebar.png"))
+
+    # Go to cell: the notebook makes the study's %%tune cell active.
+    svc.locator(".hpt-goto").click()
+    page.wait_for_function(
+        "document.querySelector('.jp-Notebook .jp-Cell.jp-mod-active')?.textContent.includes('--name svc')",
+        timeout=10_000)
+
+    # View > Left Sidebar > Show Tuning toggles the panel; a click on the status item opens it.
+    _menu(page, "View", "Left Sidebar", "Show Tuning")
+    sidebar.wait_for(state="hidden", timeout=10_000)
+    page.click("#menu-panel .hpt-status")
+    sidebar.wait_for(state="visible", timeout=10_000)
+
+    # Stop from the slow cell's dashboard: the dashboard and the sidebar say so.
+    cell = page.locator(".jp-Cell", has=page.locator(".widget-html-content", has_text="nb7-slow")).first
+    cell.locator(".widget-html-content", has_text="running").wait_for(timeout=60_000)
+    cell.locator(".widget-button:has-text('Stop')").click()
+    cell.locator(".widget-html-content", has_text="● stopped").wait_for(timeout=15_000)
+    page.wait_for_function(
+        "document.querySelector(\".hpt-study[data-study='nb7-slow'] .hpt-study-state\")?.textContent"
+        " === 'stopped'", timeout=15_000)
+    page.wait_for_function(
+        "document.querySelector('#menu-panel .hpt-status-text')?.textContent.startsWith('Tuning 1 running')",
+        timeout=15_000)
+
+    # Alt+Shift+X in the notebook stops every study of its kernel: the other one too.
+    cell.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Alt+Shift+X")
+    page.wait_for_function(
+        "document.querySelector(\".hpt-study[data-study='nb7-rest'] .hpt-study-state\")?.textContent"
+        " === 'stopped'", timeout=15_000)
+    status.wait_for(state="hidden", timeout=15_000)  # nothing runs any more
+    assert page.locator(".widget-html-content", has_text="sampler").count() == 3
+    page.screenshot(path=str(ARTIFACTS / "notebook7-stopped.png"))
+    ours = [m for m in page.console_errors + page.console_warnings + uncaught if "hpt" in m.lower()]
+    assert ours == [], ours
     assert page.console_errors == [], page.console_errors

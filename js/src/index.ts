@@ -1,9 +1,14 @@
 /**
  * hpt-jupyter's JupyterLab extension: a Tuning sidebar, a status bar item and commands for the
  * studies of every notebook kernel this JupyterLab talks to. The kernel side is the comm target
- * that `%load_ext hpt_jupyter` registers (hpt_jupyter/lab.py); no server endpoint is needed.
+ * that `%load_ext hpt_jupyter` registers (hpt_jupyter/views/lab.py); no server endpoint is needed.
+ *
+ * It needs no JupyterLab shell (ILabShell): it uses the generic one (`app.shell`: `add` to the
+ * 'left' and 'menu' areas, `activateById`), so it runs in JupyterLab and in Jupyter Notebook 7
+ * alike. Notebook 7 has no status bar: there the status item sits at the right end of the
+ * notebook page's menu bar, and "Show the Tuning sidebar" opens its (hidden) left side panel.
  */
-import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel } from '@jupyterlab/services';
@@ -112,15 +117,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'A Tuning sidebar, status bar item and commands for hpt-jupyter studies.',
   autoStart: true,
-  requires: [ILabShell, INotebookTracker],
+  requires: [INotebookTracker],
   optional: [ICommandPalette, IStatusBar],
   activate: (
     app: JupyterFrontEnd,
-    shell: ILabShell,
     notebooks: INotebookTracker,
     palette: ICommandPalette | null,
     statusBar: IStatusBar | null
   ) => {
+    const shell = app.shell; // JupyterLab's ILabShell or Notebook 7's INotebookShell
     const model = new StudiesModel();
     const links = new Map<NotebookPanel, KernelLink>();
     const linkOf = (kernelId: string): KernelLink | undefined =>
@@ -175,7 +180,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.open, {
       label: 'Show the Tuning sidebar',
       icon: tuneIcon,
-      execute: () => shell.activateById(sidebar.id)
+      execute: () => shell.activateById(sidebar.id) // in Notebook 7 this expands the left panel
     });
     app.commands.addCommand(CommandIDs.stopAll, {
       label: 'Stop all studies of this notebook\'s kernel',
@@ -200,9 +205,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     }
 
+    const status = new TuningStatus(model, () => shell.activateById(sidebar.id));
     if (statusBar) {
-      const status = new TuningStatus(model, () => shell.activateById(sidebar.id));
       statusBar.registerStatusItem(PLUGIN_ID, { item: status, align: 'left', rank: 4 });
+    } else {
+      // Notebook 7: right of its menu bar's spacer (rank 900), left of the kernel status (10010).
+      shell.add(status, 'menu', { rank: 10000 });
     }
     console.debug('hpt-jupyter: the Tuning sidebar is ready');
   }
