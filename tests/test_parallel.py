@@ -227,3 +227,63 @@ def test_two_slots_with_tpe_do_not_sample_the_same_point():
 def test_the_thread_backend_refuses_a_trial_timeout_with_one_line():
     with pytest.raises(TuneError, match="--trial-timeout needs --backend process or dask"):
         start(lambda: tune.float(0, 1), trial_timeout=1, storage="memory", report=False)
+
+
+def test_running_trials_show_in_the_dashboards_table_and_header(kernel):
+    reply = kernel.run("%%tune -n 40 --jobs 2 --storage memory --name shown\nx = tune.float(0, 1)\n"
+                       "import time\ntime.sleep(0.5)\nx\n")
+    assert reply.error is None, reply.error_text
+    kernel.update_widget(kernel.find_widget(reply.msg_id, "ToggleButtonsModel"), {"index": 1})  # Trials
+
+    def shows_two_running():
+        html = kernel.html_widgets(reply.msg_id, settle=0.3)
+        table = next((h for h in html if "hpt-trials" in h), "")
+        header = next((h for h in html if "sampler" in h or "tpe" in h), "")
+        return table.count("<td>running</td>") == 2 and "(2 running)" in header
+
+    try:
+        assert _wait_for(shows_two_running, timeout=30), kernel.html_widgets(reply.msg_id)
+    finally:
+        kernel.run("%tune stop shown\n%tune wait shown")
+    table = next(h for h in kernel.html_widgets(reply.msg_id, settle=1.0) if "hpt-trials" in h)
+    assert "<td>running</td>" not in table
+
+
+@pytest.mark.parametrize("backend", ["process", "dask"])
+def test_a_workers_failure_shows_the_cells_own_lines_and_the_data_travels_once(kernel, backend):
+    kernel.run("import numpy as np\nbig = np.arange(2_000_000, dtype=np.float64)")  # 16 MB
+    reply = kernel.run(f"%%tune -n 4 --jobs 2 --backend {backend} --storage memory --name tb --quiet "
+                       "--max-failures 0\n"
+                       "x = tune.float(0, 1)\n"
+                       "total = big[:10].sum()\n"
+                       "if x > 2:\n"
+                       "    pass\n"
+                       "raise ValueError(f'boom {total}')\n"
+                       "x\n")
+    assert reply.error is None, reply.error_text
+    kernel.run("%tune wait tb", timeout=180)
+    assert kernel.value("tune.last.n_failed") == 4
+    text = kernel.value("tune.last.failure(tune.last.failures[0][0])")
+    assert "ValueError: boom 45.0" in text and "line 6" in text and "raise ValueError" in text, text
+    assert "hpt_jupyter" not in text, text
+    if backend == "process":
+        assert kernel.value("tune.last.executor.started_workers") == 2  # reused for every trial
+    else:
+        assert kernel.value("tune.last.executor.scatters") == 1
+
+
+def test_a_dask_client_passed_from_python_runs_the_trials():
+    import distributed  # the test extra installs it
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
+                                  processes=True) as cluster, distributed.Client(cluster) as client:
+        def objective():
+            import os
+
+            x = tune.float(0, 1)
+            return (x - 0.25) ** 2 + 0 * os.getpid()
+
+        run = start(objective, n_trials=8, jobs=2, backend="dask", cluster=client, storage="memory",
+                    report=False, name="client").wait()
+        assert run.n_complete == 8, run.status()
+        assert client.status == "running"  # a client the user passed stays theirs, open
+        assert "dask slots on the given Dask client" in run.slots_text()

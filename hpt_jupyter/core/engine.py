@@ -44,6 +44,7 @@ class Engine:
         self.study_lock = threading.RLock()  # ask, tell, suggest, report: one at a time
         self.running: dict[int, float] = {}  # run-wide trial number -> when it started
         self.reserved = 0  # slots that may start a trial and have not asked it yet
+        self.contexts: dict[int, TrialContext] = {}  # run-wide trial number -> its context, while running
         self._fatal: tuple[str, str] | None = None  # (final state, reason) when a slot broke
         self._ending: str | None = None  # the reason the last slot left with
         self.started = 0.0
@@ -208,8 +209,10 @@ class Engine:
         with run._condition:  # one step, so that no other slot sees this trial missing
             self.reserved -= 1
             self.running[number] = time.monotonic()
-        run._emit("trial_started", number=number)
         context = TrialContext(trial, run, self.study_lock)
+        with run._condition:
+            self.contexts[number] = context
+        run._emit("trial_started", number=number)
         objective_start = time.perf_counter()
         try:
             outcome = runner.run(TrialRequest(number, context, run.trial_timeout))
@@ -220,6 +223,7 @@ class Engine:
         finally:
             with run._condition:
                 self.running.pop(number, None)
+                self.contexts.pop(number, None)
                 run._condition.notify_all()
         if outcome.space_error is not None:
             raise TuneError(outcome.space_error)

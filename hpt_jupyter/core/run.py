@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -53,6 +53,12 @@ class Segment:
 
     def own_trials(self) -> list[FrozenTrial]:
         return [t for t in self.study.get_trials(deepcopy=False) if COPY_KEY not in t.system_attrs]
+
+
+class RunningTrial(NamedTuple):
+    number: int
+    seconds: float
+    params: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -337,14 +343,22 @@ class Run:
         executor = self.executor
         return "" if executor.name == "thread" and executor.jobs == 1 else f" · {executor.describe()}"
 
-    def running_trials(self) -> list[tuple[int, float]]:
-        """``(run-wide number, seconds running)`` of the trials running now, oldest first."""
+    def running_trials(self) -> list[RunningTrial]:
+        """The trials running now, oldest first: number (run-wide), seconds so far, and the
+        values sampled so far."""
         engine = self._engine
         if engine is None or not self.is_alive:
             return []
         now = time.monotonic()
         with self._condition:
-            return sorted((number, now - started) for number, started in engine.running.items())
+            running = sorted(engine.running.items())
+            contexts = dict(engine.contexts)
+        found = []
+        for number, started in running:
+            context = contexts.get(number)
+            params = dict(context.trial._cached_frozen_trial.params) if context is not None else {}
+            found.append(RunningTrial(number, now - started, self._decoded(params)))
+        return found
 
     def stop(self) -> None:
         """Stop after the running trial finishes (graceful: its result is kept)."""

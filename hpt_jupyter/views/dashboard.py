@@ -202,6 +202,7 @@ class Dashboard:
                                                                                                  min_width="0")),
                              self.steer.widget], layout=widgets.Layout(width="100%"))
         self.widget = widgets.VBox([self.header, controls, body, self.errors])
+        self._running: list = []  # the run's running trials, as of the latest refresh
         self.refresh()
         self._unsubscribe = run.subscribe(self._on_event)
         context = contextvars.copy_context()  # Output appends land under the cell that made us
@@ -283,10 +284,15 @@ class Dashboard:
         start, cpu_start = time.perf_counter(), time.thread_time()
         digest = self.digest
         best = self.run.best_trial
+        running = self.run.running_trials()
+        self._running = running
+        # running rows show their seconds: while any run, the table changes once a second
+        running_key = tuple(r.number for r in running), int(time.monotonic()) if running else 0
         drawers = {  # page -> (what its drawing depends on, copy out its data, draw it)
             "History": (digest.version, self._take_history, self._draw_history),
             "Pareto front": (digest.version, self._take_history, self._draw_history),
-            "Trials": ((digest.version, self.sort_by.value, self.descending.value, best and best.number),
+            "Trials": ((digest.version, self.sort_by.value, self.descending.value, best and best.number,
+                        running_key),
                        self._take_table, self._draw_table),
             "Slices": ((digest.version, self.other_param.value), self._take_slices, self._draw_slices),
             "Parallel": (digest.version, digest.parallel_rows, self._draw_parallel),
@@ -506,7 +512,7 @@ class Dashboard:
             best_text = f"best <b>{_fmt(best.value)}</b> at trial #{best.number}"
         budget = f"/{run.budget}" if run.budget is not None else ""
         eta = run.eta()
-        running = run.running_trials()
+        running = self._running
         per_trial = run.sampler_seconds / run.n_run * 1000 if run.n_run else 0.0
         parts = [
             f"<b>{html.escape(run.name)}</b>",
@@ -569,6 +575,11 @@ class Dashboard:
         if len(self._row_html) > 4 * self.max_rows:
             self._row_html.clear()
         body = []
+        for trial in self._running:  # running trials first, as Optuna's dashboard does
+            texts = [str(trial.number), "running", *[""] * len(score_names),
+                     *[_fmt(trial.params.get(n)) for n in names], f"{trial.seconds:.0f}"]
+            body.append("<tr style='color:#1a7f37;font-style:italic'>"
+                        + "".join(f"<td>{html.escape(c)}</td>" for c in texts) + "</tr>")
         for row in shown:
             cells = self._row_html.get((row.number, layout))
             if cells is None:

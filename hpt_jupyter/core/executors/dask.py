@@ -67,6 +67,7 @@ class DaskExecutor(Executor):
         self._waiting_lock = threading.Lock()
         self._blob: Any = None
         self.started_tasks = 0
+        self.scatters = 0  # times the shipment was sent to the cluster (once, unless workers were lost)
         _distributed()  # the message about installing it comes before anything starts
 
     def describe(self) -> str:
@@ -104,6 +105,7 @@ class DaskExecutor(Executor):
             if self._blob is None or self._blob.status != "finished":
                 self._blob = self.client.scatter(self.shipment.blob, hash=False,
                                                  broadcast=self._own_cluster is not None)
+                self.scatters += 1
             return self._blob
 
     def _accept_loop(self) -> None:
