@@ -376,7 +376,10 @@ class TuneMagics(Magics):
             raise TuneError(f"%tune {command} takes at most one study name, got {' '.join(rest)}.")
         run = self._run_named(rest[0] if rest else None)
         if command == "status":
-            print(run.status())
+            print(run.status() + run.slots_text())
+            running = run.running_trials()
+            if running:
+                print("  running: " + ", ".join(f"#{t.number} ({t.seconds:.0f}s)" for t in running))
             if run.n_complete:
                 print(best_trials_table(run))
             for number, message in run.failures[-3:]:

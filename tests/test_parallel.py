@@ -69,6 +69,8 @@ def test_stop_pause_more_and_narrowing_act_while_two_trials_run(kernel, backend)
     kernel.run(CELL.format(n=200, backend=backend, name="ctl", extra="--quiet", sleep=0.1))
     assert _wait_for(lambda: kernel.value("len(tune.last.running_trials())") == 2), "never 2 trials running"
 
+    status = kernel.run("%tune status ctl").stdout
+    assert "running: #" in status and f"2 {backend} slots" in status, status
     kernel.run("%tune pause ctl")
     assert _wait_for(lambda: kernel.value("len(tune.last.running_trials())") == 0, timeout=30)
     paused_at = kernel.value("tune.last.n_finished")
