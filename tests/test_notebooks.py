@@ -116,3 +116,64 @@ def test_steering_notebook_narrows_in_batch_and_every_later_trial_is_inside(tmp_
     assert [entry["source"] for entry in log] == ["top"] and log[0]["first_trial"] == 25
     narrowed = optuna.load_study(study_name="ridge ~narrowed-1", storage=storage)
     assert len(narrowed.trials) == 25 + log[0]["seeded"]
+
+
+def test_parallel_notebook_runs_two_at_a_time_in_worker_processes_and_on_its_dask_cluster(tmp_path):
+    notebook = tmp_path / "parallel.ipynb"
+    shutil.copy(ROOT / "notebooks" / "parallel.ipynb", notebook)
+    nb = nbformat.read(notebook, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors
+    text = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
+
+    def trials(name):
+        return optuna.load_study(study_name=name, storage=storage).trials
+
+    def most_at_once(found):  # from the stored start and end times, not the notebook's own count
+        events = sorted([(t.datetime_start, 1) for t in found] + [(t.datetime_complete, -1) for t in found])
+        running = [0]
+        for _, change in events:
+            running.append(running[-1] + change)
+        return max(running)
+
+    # The same cell on two local processes and on the notebook's own LocalCluster: 12 trials
+    # each, two at a time, and the waiting cells see the stored best values.
+    for name in ("digits-process", "digits-dask"):
+        assert [t.state for t in trials(name)] == [optuna.trial.TrialState.COMPLETE] * 12
+        assert most_at_once(trials(name)) == 2
+        best = _stored_best(tmp_path, name)
+        assert f"'{name}' best: trial {best.number}, value {best.value:.6g}. Injected C={best.params['C']!r}, " \
+               f"gamma={best.params['gamma']!r}." in text
+        assert f"best: C={best.params['C']:.4g}, gamma={best.params['gamma']:.4g} (CV accuracy {best.value:.4f})" in text
+    assert "12 trials, at most 2 at once" in text
+    # {cluster.scheduler_address} was expanded in the magic's line: the study ran on that scheduler,
+    # whose two workers (processes other than the kernel) ran its 12 trials between them.
+    address = next(l.split()[-1] for l in text.splitlines() if l.startswith("scheduler: tcp://"))
+    assert f"12 trials on 2 dask slots on {address}, at most 2 at once" in text
+    workers = [l.split() for l in text.splitlines() if l.startswith("worker tcp://")]
+    kernel_pid = next(l.split()[-1] for l in text.splitlines() if l.startswith("the kernel is pid "))
+    assert len(workers) == 2 and sum(int(w[-2]) for w in workers) == 12, workers
+    assert kernel_pid not in {w[3].rstrip(")") for w in workers}
+
+    # The saved dashboards say where the trials ran.
+    saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    headers = [m["state"]["value"] for m in saved.values()
+               if m["model_name"] == "HTMLModel" and "hpt-header" in m["state"].get("value", "")]
+    assert any("<b>digits-process</b>" in h and "2 process slots" in h and "12/12 trials" in h for h in headers)
+    assert any("<b>sgd</b>" in h and "2 process slots" in h for h in headers)
+
+    # tune.report from worker processes: every trial of the SGD study reported its curve (15
+    # epochs, fewer if the median pruner stopped it); the last cell used the injected best values.
+    sgd = trials("sgd")
+    assert len(sgd) == 10 and all(t.intermediate_values for t in sgd)
+    assert all(sorted(t.intermediate_values) == list(range(15))
+               for t in sgd if t.state == optuna.trial.TrialState.COMPLETE)
+    best = _stored_best(tmp_path, "sgd")
+    assert best.intermediate_values[14] == best.value
+    assert f"SGDClassifier(loss={best.params['loss']!r}, alpha={best.params['alpha']:.4g}): test accuracy" in text
+    dask_best = _stored_best(tmp_path, "digits-dask")
+    assert f"SVC(C={dask_best.params['C']:.4g}, gamma={dask_best.params['gamma']:.4g}): test accuracy" in text
+    table = next(o["data"]["text/plain"] for o in nb.cells[-3].outputs if o.get("output_type") == "execute_result")
+    assert "epochs reported" in table and len(table.splitlines()) >= 10
