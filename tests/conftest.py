@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from kernel import Kernel  # noqa: E402
+from postgres import postgres  # noqa: E402,F401 - the session's PostgreSQL server (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
