@@ -186,7 +186,7 @@ def start(
     executor = make_executor(backend, jobs, function, len(directions), cell=cell, cluster=cluster,
                              trial_timeout=trial_timeout)
     study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory)
-    run = Run(executor, study, name=name, trial_timeout=trial_timeout, n_trials=n_trials, timeout=timeout, target=target,
+    run = Run(executor, study, name=name, trial_timeout=trial_timeout, seed=seed, n_trials=n_trials, timeout=timeout, target=target,
               max_failures=max_failures, cell=cell, owner=this_owner() if persistent else None,
               opened=opened, sampler_name=sampler_name, sampler_factory=sampler_factory)
     tune._register(run)

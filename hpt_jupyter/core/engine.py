@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime
+import functools
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import TuneError
 from .executors.base import Executor, TrialRequest
+from .samplers import reseed_for_trial
 from .score import short_failure
 from .space import TrialContext
 from .storage import TRACEBACK_KEY, set_lease
@@ -47,6 +49,8 @@ class Engine:
         self.contexts: dict[int, TrialContext] = {}  # run-wide trial number -> its context, while running
         self._fatal: tuple[str, str] | None = None  # (final state, reason) when a slot broke
         self._ending: str | None = None  # the reason the last slot left with
+        # --seed with several slots: each trial draws from its own seed (see _run_one_trial)
+        self.trial_seed = run.seed if executor.jobs > 1 else None
         self.started = 0.0
 
     # --- the run's thread --------------------------------------------------------------
@@ -199,9 +203,17 @@ class Engine:
                 study._thread_local.in_optimize_loop = True
                 start = time.perf_counter()
                 trial = study.ask()
-                ask_seconds = time.perf_counter() - start
                 number = segment.base + trial.number - segment.seeded  # run-wide
                 run._next_number = max(run._next_number, number + 1)
+                reseed = None
+                if self.trial_seed is not None:
+                    # With N slots, trials reach the sampler in whatever order they run. The joint
+                    # (relative) sample is drawn now, from the history as of this ask, and every
+                    # draw from the trial's own seed: the same finish order gives the same trials.
+                    reseed = functools.partial(reseed_for_trial, study.sampler, self.trial_seed, number)
+                    reseed("<relative>")
+                    trial.relative_params  # noqa: B018 - evaluated here, under the lock
+                ask_seconds = time.perf_counter() - start
         except BaseException:
             with run._condition:
                 self.reserved -= 1
@@ -209,7 +221,7 @@ class Engine:
         with run._condition:  # one step, so that no other slot sees this trial missing
             self.reserved -= 1
             self.running[number] = time.monotonic()
-        context = TrialContext(trial, run, self.study_lock)
+        context = TrialContext(trial, run, self.study_lock, reseed)
         with run._condition:
             self.contexts[number] = context
         run._emit("trial_started", number=number)

@@ -93,6 +93,7 @@ class Run:
         sampler_name: str = "",
         sampler_factory: Callable[[int], optuna.samplers.BaseSampler] | None = None,
         trial_timeout: float | None = None,
+        seed: int | None = None,
     ) -> None:
         self.name = name
         self.study = study  # the study trials are asked from: the named one, or its latest narrowing
@@ -109,6 +110,7 @@ class Run:
         self.reason = ""
         self.executor = executor
         self.trial_timeout = trial_timeout
+        self.seed = seed
         self._engine: Engine | None = None
         self._owner = owner
         self._subscribers: list[Callable[[Event], None]] = []

@@ -58,3 +58,32 @@ def make_sampler(name: str, seed: int | None, n_objectives: int,
         if name == "qmc":
             return samplers.QMCSampler(seed=seed), name
         return samplers.NSGAIISampler(seed=seed), name
+
+
+def _random_states(sampler: BaseSampler, depth: int = 2) -> list:
+    """The random states a sampler draws from (its own, and those of samplers it holds, such
+    as TPE's random sampler for its start-up trials)."""
+    from optuna.samplers._lazy_random_state import LazyRandomState
+
+    found = []
+    for value in vars(sampler).values():
+        if isinstance(value, LazyRandomState):
+            found.append(value)
+        elif depth > 1 and isinstance(value, BaseSampler):
+            found.extend(_random_states(value, depth - 1))
+    return found
+
+
+def reseed_for_trial(sampler: BaseSampler, seed: int, number: int, what: str) -> bool:
+    """Seed the sampler's draws for ``what`` of trial ``number`` from ``seed`` alone.
+
+    With several trials in flight, trials sample in whatever order their slots reach the
+    sampler; drawing each trial's values from its own seed makes them independent of that order
+    (False: this sampler keeps its random state where this cannot reach it)."""
+    import zlib
+
+    states = _random_states(sampler)
+    derived = zlib.crc32(f"{seed}:{number}:{what}".encode())
+    for k, state in enumerate(states):
+        state.rng.seed((derived + k) % 2**32)
+    return bool(states)

@@ -177,9 +177,10 @@ class TrialContext:
     """What ``tune.*`` calls talk to while one trial of a run executes: in this thread, or for
     a worker process, on the worker's behalf (a remote trial asks its knobs here)."""
 
-    __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds", "lock")
+    __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds", "lock", "reseed")
 
-    def __init__(self, trial: optuna.Trial, run: KnobRecorder | None, lock: Any = None) -> None:
+    def __init__(self, trial: optuna.Trial, run: KnobRecorder | None, lock: Any = None,
+                 reseed: Callable[[str], Any] | None = None) -> None:
         self.trial = trial
         self.run = run
         self.declared: set[str] = set()
@@ -187,6 +188,7 @@ class TrialContext:
         self.sampler_seconds = 0.0
         # Trials in several slots share the study: the engine's lock orders their sampler calls.
         self.lock = lock if lock is not None else _NO_LOCK
+        self.reseed = reseed  # with several trials in flight: each knob's draw from the trial's own seed
 
     def _declare(self, param: Param) -> None:
         if param.name in self.declared:
@@ -209,6 +211,8 @@ class TrialContext:
         trial = self.trial
         override = self.run.overrides.get(param.name) if self.run is not None and self.run.overrides else None
         with self.lock:
+            if self.reseed is not None:
+                self.reseed(param.name)
             if isinstance(param, ChoiceParam):
                 labels = param.labels
                 if isinstance(override, ChoiceParam):  # narrowed: the kept options, in the declared order
