@@ -58,9 +58,13 @@ def _quiet_optuna() -> Iterator[None]:
 
 
 def open_study(name: str, storage_spec: str | None, directions: list[str], sampler: BaseSampler,
-               mode: str, directory: str | None = None) -> tuple[optuna.Study, str, bool]:
+               mode: str, directory: str | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> tuple[optuna.Study, str, bool]:
     """``(study, what happened, persistent)``: created, resumed or started over."""
     storage, where, persistent = resolve_storage(storage_spec, directory)
+    # No early stopping unless asked for: tune.report records a curve (Optuna's default would be
+    # a median pruner that nobody chose).
+    pruner = pruner if pruner is not None else optuna.pruners.NopPruner()
     try:
         storage.get_study_id_from_name(name)
         exists = True
@@ -82,11 +86,12 @@ def open_study(name: str, storage_spec: str | None, directions: list[str], sampl
     with _quiet_optuna():  # our own start line says what happened
         if not exists:
             try:
-                study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions)
+                study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
+                                            pruner=pruner)
                 return study, opened, persistent
             except optuna.exceptions.DuplicatedStudyError:
                 pass  # another kernel sharing the store created it a moment ago: join that one
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     stored_directions = [d.name.lower() for d in study.directions]
     if stored_directions != directions:
         raise TuneError(
@@ -129,6 +134,7 @@ def start(
     backend: str = "thread",
     cluster: Any = None,
     trial_timeout: float | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> Run:
     """Start tuning ``objective`` in a background thread and return its :class:`Run`.
 
@@ -146,6 +152,7 @@ def start(
     are sent once per run) or "dask" (a Dask cluster: a new ``LocalCluster``, the scheduler at
     ``cluster="tcp://host:8786"``, or a ``distributed.Client`` passed as ``cluster``).
     ``trial_timeout`` (seconds; process and dask) ends a trial that runs longer as failed.
+    ``pruner`` (an Optuna pruner) decides when ``tune.report`` ends a trial; by default none does.
     """
     directions = [direction] if isinstance(direction, str) else list(direction)
     check_options(n_trials, timeout, directions, max_failures, target, seed, mode)
@@ -185,7 +192,7 @@ def start(
     # Before the study is touched: a name the workers cannot receive is one message, nothing starts.
     executor = make_executor(backend, jobs, function, len(directions), cell=cell, cluster=cluster,
                              trial_timeout=trial_timeout)
-    study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory)
+    study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory, pruner)
     run = Run(executor, study, name=name, trial_timeout=trial_timeout, seed=seed, n_trials=n_trials, timeout=timeout, target=target,
               max_failures=max_failures, cell=cell, owner=this_owner() if persistent else None,
               opened=opened, sampler_name=sampler_name, sampler_factory=sampler_factory)

@@ -55,9 +55,12 @@ def test_a_cell_reading_notebook_values_completes_with_two_workers(kernel, backe
     assert kernel.value("[len(t.intermediate_values) for t in tune.last.trials()]") == [3] * 6
     assert float(waited.stdout.split("X ")[-1]) == kernel.value("tune.last.best_params['x']")
     printed = kernel.later_output(reply.msg_id).stdout + waited.stdout
-    pids = {line.split()[1] for line in printed.splitlines() if line.startswith("pid ")}
+    # (two threads printing at once may interleave their words: count words, not lines)
+    words = [w for line in printed.splitlines() if set(line.split()) - {"pid"} and
+             all(w == "pid" or w.isdigit() for w in line.split()) for w in line.split()]
+    pids = {w for w in words if w.isdigit()}
     kernel_pid = str(kernel.value("__import__('os').getpid()"))
-    assert len([l for l in printed.splitlines() if l.startswith("pid ")]) == 6, printed
+    assert printed.count("pid") == 6, printed
     if backend == "thread":
         assert pids == {kernel_pid}
     else:  # printed by worker processes, shown under the cell
@@ -306,3 +309,22 @@ def test_a_dask_client_passed_from_python_runs_the_trials():
         assert run.n_complete == 8, run.status()
         assert client.status == "running"  # a client the user passed stays theirs, open
         assert "dask slots on the given Dask client" in run.slots_text()
+
+
+def test_tune_report_prunes_only_when_a_pruner_is_given():
+    def objective():
+        x = tune.float(0, 1)
+        for step in range(4):
+            if tune.should_stop():
+                return None  # never reached: report raises first
+            tune.report(x + step, step)
+        return x
+
+    plain = start(objective, n_trials=8, storage="memory", report=False, name="no-pruner").wait()
+    assert plain.n_complete == 8
+    pruned = start(objective, n_trials=8, storage="memory", report=False, name="threshold",
+                   pruner=optuna.pruners.ThresholdPruner(upper=2.5)).wait()
+    states = [t.state for t in pruned.trials(states=None)]
+    assert states == [TrialState.PRUNED] * 8  # x + 3 > 2.5 whatever x is
+    for trial in pruned.trials(states=None):  # each ended at the first report above 2.5
+        assert max(trial.intermediate_values) == (2 if trial.params["x"] > 0.5 else 3)

@@ -587,6 +587,7 @@ class Run:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             study = optuna.create_study(study_name=study_name, storage=storage, sampler=self._sampler_factory(k),
+                                        pruner=self.base_study.pruner,
                                         directions=self.directions)
         finally:
             optuna.logging.set_verbosity(level)
@@ -629,6 +630,7 @@ class Run:
             return
         for k, entry in enumerate(saved["log"], start=1):
             study = optuna.load_study(study_name=entry["study"], storage=self.base_study._storage,
+                                      pruner=self.base_study.pruner,
                                       sampler=self._sampler_factory(k))
             self.segments.append(Segment(study, entry["seeded"], entry["base"]))
             self.narrowings.append(Narrowing(entry["source"], entry["ranges"], entry["study"], entry["seeded"],

@@ -89,7 +89,7 @@ class DaskExecutor(Executor):
             self._own_client = True
         else:
             self._own_cluster = distributed.LocalCluster(
-                n_workers=self.jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                n_workers=self.jobs, threads_per_worker=1, processes=True, dashboard_address=":0",  # any free port: 8787 may be taken
                 silence_logs=logging.CRITICAL)
             self.client = distributed.Client(self._own_cluster)
             self._own_client = True
