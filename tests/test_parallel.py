@@ -328,3 +328,16 @@ def test_tune_report_prunes_only_when_a_pruner_is_given():
     assert states == [TrialState.PRUNED] * 8  # x + 3 > 2.5 whatever x is
     for trial in pruned.trials(states=None):  # each ended at the first report above 2.5
         assert max(trial.intermediate_values) == (2 if trial.params["x"] > 0.5 else 3)
+
+
+def test_a_function_that_uses_tune_travels_to_workers_while_other_runs_exist():
+    def objective():
+        return (tune.float(0, 1, name="x") - 0.5) ** 2
+
+    first = start(objective, n_trials=2, storage="memory", report=False, name="first").wait()
+    assert first.n_complete == 2  # tune.runs now holds a run, with its locks and threads
+    run = start(objective, n_trials=4, jobs=2, backend="process", storage="memory", report=False,
+                name="second").wait()
+    assert run.n_complete == 4, run.status()
+    run.extend(2)  # a second start of the same run opens its workers again
+    assert run.wait().n_complete == 6, run.status()

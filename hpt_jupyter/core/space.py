@@ -371,5 +371,13 @@ class Tune:
     def __repr__(self) -> str:
         return f"<hpt_jupyter.tune: {len(self.runs)} run(s); tune.float / tune.int / tune.choice>"
 
+    def __reduce__(self) -> tuple:
+        # A function sent to a worker refers to `tune`: there it is the worker's own.
+        return (_the_tune, ())
+
+
+def _the_tune() -> Tune:
+    return tune
+
 
 tune = Tune()

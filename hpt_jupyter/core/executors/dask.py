@@ -143,7 +143,7 @@ class DaskExecutor(Executor):
             self.client.close()
         if self._own_cluster is not None:
             self._own_cluster.close()
-        self.client = self._own_cluster = None
+        self.client = self._own_cluster = self._blob = None  # a later start (+N) opens afresh
 
 
 class _DataLost(Exception):
