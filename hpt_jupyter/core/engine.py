@@ -27,7 +27,7 @@ from .executors.base import Executor, TrialRequest
 from .samplers import reseed_for_trial
 from .score import short_failure
 from .space import TrialContext
-from .storage import TRACEBACK_KEY, set_lease
+from .storage import TRACEBACK_KEY, masked, set_lease
 
 logger = logging.getLogger("hpt_jupyter")
 
@@ -95,7 +95,7 @@ class Engine:
             final_state, reason = FAILED, f"{type(error).__name__}: {error}"
             logger.exception("hpt_jupyter: run %r failed", run.name)
         finally:
-            self._finish(final_state, reason)
+            self._finish(final_state, masked(reason))  # a database's error may quote its URL
 
     def _finish(self, final_state: str, reason: str) -> None:
         run = self.run
