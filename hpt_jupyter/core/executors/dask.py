@@ -20,7 +20,7 @@ from typing import Any
 
 from ...errors import TuneError
 from .base import Executor, Outcome, SlotRunner, TrialRequest
-from .remote import TrialTimedOut, WorkerLost, serve_trial
+from .remote import TrialTimedOut, WorkerLost, no_delay, serve_trial
 from .shipping import Shipment
 
 logger = logging.getLogger("hpt_jupyter")
@@ -117,6 +117,7 @@ class DaskExecutor(Executor):
                 if self._listener is None:
                     return
                 continue
+            no_delay(conn)
             try:
                 if not conn.poll(30):
                     conn.close()

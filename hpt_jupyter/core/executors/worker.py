@@ -12,7 +12,7 @@ import traceback
 from multiprocessing.connection import Client, Connection
 from typing import Any
 
-from .remote import Session, run_trial
+from .remote import Session, no_delay, run_trial
 
 _sessions: dict[str, Session] = {}  # a Dask worker's unpacked shipments, by token
 _sessions_lock = threading.Lock()
@@ -42,6 +42,7 @@ def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, bl
     with _sessions_lock:
         session = _sessions.get(shipment_token)
     conn = Client(address, authkey=authkey)
+    no_delay(conn)
     try:
         conn.send(("hello", token))
         if session is None:
