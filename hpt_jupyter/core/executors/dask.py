@@ -94,7 +94,9 @@ class DaskExecutor(Executor):
             self.client = distributed.Client(self._own_cluster)
             self._own_client = True
         scheduler_host = self.client.scheduler.address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
-        self._listener = Listener((_address_towards(scheduler_host), 0), authkey=self._authkey)
+        # A backlog as deep as the slots that may connect at once (the default of 1 drops some).
+        self._listener = Listener((_address_towards(scheduler_host), 0), authkey=self._authkey,
+                                  backlog=max(64, 2 * self.jobs))
         threading.Thread(target=self._accept_loop, name="hpt-dask-accept", daemon=True).start()
         self._blob_lock = threading.Lock()
         self.blob()
@@ -103,8 +105,9 @@ class DaskExecutor(Executor):
         """The scattered shipment; scattered again when the workers that held it are gone."""
         with self._blob_lock:
             if self._blob is None or self._blob.status != "finished":
-                self._blob = self.client.scatter(self.shipment.blob, hash=False,
-                                                 broadcast=self._own_cluster is not None)
+                # On every worker: a task runs where its input is, so data on one worker would
+                # draw every trial there. Workers that join later fetch it once from a peer.
+                self._blob = self.client.scatter(self.shipment.blob, hash=False, broadcast=True)
                 self.scatters += 1
             return self._blob
 

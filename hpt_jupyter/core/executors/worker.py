@@ -14,6 +14,7 @@ from typing import Any
 
 from .remote import Session, no_delay, run_trial
 
+CONNECT_SECONDS = 300
 _sessions: dict[str, Session] = {}  # a Dask worker's unpacked shipments, by token
 _sessions_lock = threading.Lock()
 
@@ -55,6 +56,8 @@ def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, bl
                 _sessions[shipment_token] = session
         conn.send(("ready", None))
         try:
+            if not conn.poll(CONNECT_SECONDS):
+                return "not wanted"  # the kernel never answered: it has settled this trial, or is gone
             message = conn.recv()
         except (EOFError, OSError):
             return "not wanted"  # a rerun of a trial the kernel has already settled
