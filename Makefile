@@ -9,5 +9,6 @@ test:
 bench: setup
 	.venv/bin/python benchmarks/overhead.py
 	.venv/bin/python benchmarks/storage.py
+	.venv/bin/python benchmarks/parallel.py
 lab: setup
 	.venv/bin/jupyter lab notebooks/quickstart.ipynb
