@@ -309,6 +309,12 @@ def test_a_dask_client_passed_from_python_runs_the_trials():
         assert run.n_complete == 8, run.status()
         assert client.status == "running"  # a client the user passed stays theirs, open
         assert "dask slots on the given Dask client" in run.slots_text()
+        run.extend(2)
+        assert run.wait().n_complete == 10
+        time.sleep(0.5)
+        import threading
+
+        assert not [t for t in threading.enumerate() if t.name == "hpt-dask-accept"]  # none left behind
 
 
 def test_tune_report_prunes_only_when_a_pruner_is_given():

@@ -120,6 +120,9 @@ class DaskExecutor(Executor):
                 if self._listener is None:
                     return
                 continue
+            if self._listener is None:
+                conn.close()
+                return
             no_delay(conn)
             try:
                 if not conn.poll(30):
@@ -142,6 +145,10 @@ class DaskExecutor(Executor):
     def close(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            try:  # closing a socket does not wake a thread blocked in accept(): a connection does
+                socket.create_connection(listener.address, timeout=1).close()
+            except OSError:
+                pass
             listener.close()
         if self._own_client and self.client is not None:
             self.client.close()
