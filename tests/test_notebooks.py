@@ -26,15 +26,21 @@ def _stored_best(folder, name: str) -> optuna.trial.FrozenTrial:
     return optuna.load_study(study_name=name, storage=storage).best_trial
 
 
-def test_quickstart_runs_headless_and_later_cells_see_the_best_values(tmp_path):
-    notebook = tmp_path / "quickstart.ipynb"
-    shutil.copy(ROOT / "notebooks" / "quickstart.ipynb", notebook)
+def _executed(name: str, folder) -> tuple:
+    """``notebooks/<name>`` run in ``folder`` by nbclient (no cell may fail), and the text its
+    code cells printed."""
+    notebook = folder / name
+    shutil.copy(ROOT / "notebooks" / name, notebook)
     nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-
-    outputs = [_text(c) for c in nb.cells if c.cell_type == "code"]
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors
+    return nb, "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
+
+
+def test_quickstart_runs_headless_and_later_cells_see_the_best_values(tmp_path):
+    nb, _ = _executed("quickstart.ipynb", tmp_path)
+    outputs = [_text(c) for c in nb.cells if c.cell_type == "code"]
     result = next(text for text in outputs if text.count("best: C="))
     assert "Waiting for 'svc'" in result  # the cell that uses the names waited for the study
 
@@ -99,13 +105,7 @@ def test_nbconvert_execute(tmp_path):
 
 
 def test_steering_notebook_narrows_in_batch_and_every_later_trial_is_inside(tmp_path):
-    notebook = tmp_path / "steering.ipynb"
-    shutil.copy(ROOT / "notebooks" / "steering.ipynb", notebook)
-    nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors, errors
-    text = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
+    nb, text = _executed("steering.ipynb", tmp_path)
     assert "25 trials after the narrowing, all inside the box: True" in text
     assert "top: alpha" in text  # the narrowing, described
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
@@ -119,13 +119,7 @@ def test_steering_notebook_narrows_in_batch_and_every_later_trial_is_inside(tmp_
 
 
 def test_parallel_notebook_runs_two_at_a_time_in_worker_processes_and_on_its_dask_cluster(tmp_path):
-    notebook = tmp_path / "parallel.ipynb"
-    shutil.copy(ROOT / "notebooks" / "parallel.ipynb", notebook)
-    nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors, errors
-    text = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
+    nb, text = _executed("parallel.ipynb", tmp_path)
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
 
     def trials(name):
