@@ -10,9 +10,9 @@ from typing import Any
 
 from .api import optimize, start
 from .core.cell import CompiledCell, compile_cell
-from .errors import TuneError
 from .core.run import Event, Run
 from .core.space import tune
+from .errors import TuneError
 
 __all__ = ["tune", "start", "optimize", "compile_cell", "CompiledCell", "Run", "Event", "TuneError"]
 __version__ = "0.1.0"

@@ -11,12 +11,12 @@ from optuna.samplers import BaseSampler
 
 from .core.cell import CompiledCell
 from .core.executors import make_executor
-from .errors import TuneError
-from .views.text import TextReporter
 from .core.run import NARROWINGS_KEY, Run
 from .core.samplers import make_sampler
 from .core.space import tune
 from .core.storage import fail_orphaned_trials, resolve_storage, this_owner
+from .errors import TuneError
+from .views.text import TextReporter
 
 DEFAULT_TRIALS = 20
 DIRECTIONS = ("minimize", "maximize")
@@ -193,9 +193,10 @@ def start(
     executor = make_executor(backend, jobs, function, len(directions), cell=cell, cluster=cluster,
                              trial_timeout=trial_timeout)
     study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory, pruner)
-    run = Run(executor, study, name=name, trial_timeout=trial_timeout, seed=seed, n_trials=n_trials, timeout=timeout, target=target,
-              max_failures=max_failures, cell=cell, owner=this_owner() if persistent else None,
-              opened=opened, sampler_name=sampler_name, sampler_factory=sampler_factory)
+    run = Run(executor, study, name=name, n_trials=n_trials, timeout=timeout, target=target,
+              trial_timeout=trial_timeout, seed=seed, max_failures=max_failures, cell=cell,
+              owner=this_owner() if persistent else None, opened=opened, sampler_name=sampler_name,
+              sampler_factory=sampler_factory)
     tune._register(run)
     if report:
         TextReporter(run, stream=stream)

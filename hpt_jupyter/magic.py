@@ -22,15 +22,15 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from .api import DEFAULT_TRIALS, start
 from .core.cell import compile_cell
 from .core.executors import BACKENDS
-from .views.lab import bridge_of
-from .views.lab import register as register_lab_target
-from .errors import TuneError
-from .views.text import best_trials_table
 from .core.run import Run
 from .core.samplers import SAMPLERS
 from .core.space import tune
 from .core.steering import parse_assignments, percent
 from .core.storage import describe_default, resolve_storage, study_names
+from .errors import TuneError
+from .views.lab import bridge_of
+from .views.lab import register as register_lab_target
+from .views.text import best_trials_table
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Touching these on a run object does not need the study's final result.

@@ -27,8 +27,8 @@ from .space import ChoiceParam, Param
 from .steered import NARROWINGS_KEY, Segment, Steering, _same, _space_of
 from .storage import TRACEBACK_KEY
 
-__all__ = ["Run", "Event", "Segment", "NARROWINGS_KEY", "FINAL_STATES", "FINISHED", "PAUSED", "READY", "RUNNING", "STOPPING",
-           "TRACEBACK_KEY"]
+__all__ = ["Run", "Event", "Segment", "NARROWINGS_KEY", "FINAL_STATES", "FINISHED", "PAUSED", "READY",
+           "RUNNING", "STOPPING", "TRACEBACK_KEY"]
 
 if TYPE_CHECKING:
     import pandas
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hpt_jupyter")
 ASSIGNED_KEY = "hpt:assigned"
+
+
 class RunningTrial(NamedTuple):
     number: int
     seconds: float

@@ -28,6 +28,7 @@ class KnobRecorder(Protocol):
 
     def _note_param(self, param: Any) -> None: ...
 
+
 _PRIMITIVE = (type(None), bool, int, float, str)
 
 

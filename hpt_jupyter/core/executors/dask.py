@@ -89,7 +89,8 @@ class DaskExecutor(Executor):
             self._own_client = True
         else:
             self._own_cluster = distributed.LocalCluster(
-                n_workers=self.jobs, threads_per_worker=1, processes=True, dashboard_address=":0",  # any free port: 8787 may be taken
+                # dashboard on any free port: 8787 may be taken
+                n_workers=self.jobs, threads_per_worker=1, processes=True, dashboard_address=":0",
                 silence_logs=logging.CRITICAL)
             self.client = distributed.Client(self._own_cluster)
             self._own_client = True

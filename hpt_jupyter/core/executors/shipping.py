@@ -49,7 +49,7 @@ def ship(objective: Callable[..., Any], n_directions: int, *, cell: Any = None) 
     if cell is not None:
         namespace = cell.namespace
         wanted = sorted(n for n in names_read(cell.code) if n in namespace and n != "tune"
-                        and not n.startswith("__") and not (hasattr(builtins, n) and namespace[n] is getattr(builtins, n)))
+                        and not n.startswith("__") and namespace[n] is not getattr(builtins, n, object()))
         values = {n: _dumps(f"The cell reads `{n}` ({type(namespace[n]).__name__}), which", namespace[n])
                   for n in wanted}
         payload = {"kind": "cell", "code": cell.code, "filename": cell.filename, "source": cell.source,
