@@ -347,3 +347,24 @@ def test_a_function_that_uses_tune_travels_to_workers_while_other_runs_exist():
     assert run.n_complete == 4, run.status()
     run.extend(2)  # a second start of the same run opens its workers again
     assert run.wait().n_complete == 6, run.status()
+
+
+def test_a_process_worker_killed_between_trials_is_replaced_and_no_trial_fails(tmp_path):
+    mark = tmp_path / "pid"
+
+    def objective():
+        x = tune.float(0, 1)
+        mark.write_text(str(os.getpid()))
+        time.sleep(0.2)
+        return x
+
+    run = start(objective, n_trials=6, backend="process", storage="memory", report=False, name="idle-kill")
+    assert _wait_for(lambda: run.n_finished >= 1, timeout=60)
+    run.pause()
+    assert _wait_for(lambda: not run.running_trials(), timeout=30)
+    os.kill(int(mark.read_text()), signal.SIGKILL)
+    time.sleep(0.3)
+    run.resume()
+    run.wait()
+    assert run.n_complete == 6 and run.n_failed == 0, (run.status(), run.failures)
+    assert run.executor.started_workers == 2

@@ -189,11 +189,15 @@ class _DaskRunner(SlotRunner):
         conn = None
         try:
             conn = self._connection(future, waiter)
-            kind, detail = conn.recv()
+            try:
+                kind, detail = conn.recv()
+                if kind == "ready":
+                    conn.send(("trial", request.number))
+            except (EOFError, OSError) as error:
+                raise WorkerLost(str(error)) from None
             if kind != "ready":
                 raise TuneError(f"A Dask worker could not load the cell: {detail}")
             deadline = None if request.timeout is None else time.monotonic() + request.timeout
-            conn.send(("trial", request.number))
             return serve_trial(conn, request.context, deadline, executor.known)
         except WorkerLost:
             future.cancel()  # no rerun elsewhere: this trial is settled as failed

@@ -63,12 +63,17 @@ class _ProcessRunner(SlotRunner):
         self.process, self.conn = process, conn
 
     def run(self, request: TrialRequest) -> Outcome:
+        if self.process is not None and self.process.poll() is not None:
+            self._forget()  # died while idle (killed between trials): the trial goes to a new one
         if self.process is None:
             self._start_worker()
         assert self.conn is not None and self.process is not None
         deadline = None if request.timeout is None else time.monotonic() + request.timeout
         try:
-            self.conn.send(("trial", request.number))
+            try:
+                self.conn.send(("trial", request.number))
+            except OSError as error:
+                raise WorkerLost(str(error)) from None
             return serve_trial(self.conn, request.context, deadline, self.executor.known)
         except WorkerLost:
             code = self.process.wait()
