@@ -212,7 +212,7 @@ def _seeded_run(name: str, jobs: int, sampler: str = "tpe") -> tuple[list[int], 
 
     run = start(objective, n_trials=12, jobs=jobs, sampler=sampler, seed=7, storage="memory", report=False,
                 name=name).wait()
-    assert run.n_complete == 12, run.status()
+    assert run.n_complete == 12, (run.status(), [run.failure(n) for n, _ in run.failures])
     finish_order = [t.number for t in sorted(run.trials(), key=lambda t: t.datetime_complete)]
     return finish_order, [tuple(sorted(t.params.items())) for t in sorted(run.trials(), key=lambda t: t.number)]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import linecache
 import sys
+import threading
 from types import CodeType, FrameType
 
 DECLARATIONS = ("float", "int", "choice")
@@ -75,6 +76,7 @@ def inferred_name(call: ast.Call, parents: dict[ast.AST, ast.AST]) -> str | None
 # --- run-time inference for plain functions -------------------------------------------
 
 _names_by_site: dict[tuple[CodeType, int], str | None] = {}
+_parse_lock = threading.Lock()
 _trees_by_source: dict[tuple[str, int], tuple[ast.AST, dict[ast.AST, ast.AST]] | None] = {}
 
 
@@ -102,11 +104,15 @@ def _infer_at(frame: FrameType) -> str | None:
     source = "".join(linecache.getlines(filename, frame.f_globals))
     key = (filename, hash(source))  # an edited, reloaded module gets a new tree
     if key not in _trees_by_source:
-        try:
-            tree = ast.parse(source)
-            _trees_by_source[key] = (tree, parent_map(tree))
-        except (SyntaxError, ValueError):
-            _trees_by_source[key] = None
+        # One parse at a time: trials in several threads meet their first knob together, and
+        # CPython 3.11's ast.parse is not safe to run in two threads at once (SystemError).
+        with _parse_lock:
+            if key not in _trees_by_source:
+                try:
+                    tree = ast.parse(source)
+                    _trees_by_source[key] = (tree, parent_map(tree))
+                except (SyntaxError, ValueError):
+                    _trees_by_source[key] = None
     parsed = _trees_by_source[key]
     if parsed is None:
         return None

@@ -40,20 +40,21 @@ def serve(conn: Connection) -> None:
 def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, blob: bytes,
                timeout: float | None) -> str:
     """One trial on a Dask worker: connect back to the kernel, run what it sends."""
-    with _sessions_lock:
-        session = _sessions.get(shipment_token)
     conn = Client(address, authkey=authkey)
     no_delay(conn)
     try:
         conn.send(("hello", token))
-        if session is None:
-            try:
-                session = Session(blob)
-            except BaseException as error:  # noqa: BLE001 - said to the kernel, which ends the run
-                conn.send(("setup_failed", "".join(traceback.format_exception_only(type(error), error)).strip()))
-                return "setup failed"
-            with _sessions_lock:
-                _sessions[shipment_token] = session
+        # Unpacked once per worker process; under the lock, so that threads of one worker
+        # neither unpack it twice nor compile the cell at the same time.
+        with _sessions_lock:
+            session = _sessions.get(shipment_token)
+            if session is None:
+                try:
+                    session = _sessions[shipment_token] = Session(blob)
+                except BaseException as error:  # noqa: BLE001 - said to the kernel, which ends the run
+                    conn.send(("setup_failed",
+                               "".join(traceback.format_exception_only(type(error), error)).strip()))
+                    return "setup failed"
         conn.send(("ready", None))
         try:
             if not conn.poll(CONNECT_SECONDS):
