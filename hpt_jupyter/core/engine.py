@@ -218,11 +218,10 @@ class Engine:
             with run._condition:
                 self.reserved -= 1
             raise
+        context = TrialContext(trial, run, self.study_lock, reseed)
         with run._condition:  # one step, so that no other slot sees this trial missing
             self.reserved -= 1
             self.running[number] = time.monotonic()
-        context = TrialContext(trial, run, self.study_lock, reseed)
-        with run._condition:
             self.contexts[number] = context
         run._emit("trial_started", number=number)
         objective_start = time.perf_counter()
