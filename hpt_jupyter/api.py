@@ -11,20 +11,24 @@ from optuna.samplers import BaseSampler
 
 from .core.cell import CompiledCell
 from .core.executors import make_executor
+from .core.pbt import (FileCheckpoints, MemoryCheckpoints, PBTSettings, PopulationScheduler, checkpoint_directory,
+                       make_scheduler)
+from .core.pruners import make_pruner
 from .core.run import NARROWINGS_KEY, Run
 from .core.samplers import make_sampler
 from .core.space import tune
-from .core.storage import fail_orphaned_trials, resolve_storage, this_owner
+from .core.storage import fail_orphaned_trials, resolve_storage, store_file, this_owner
 from .errors import TuneError
 from .views.text import TextReporter
 
 DEFAULT_TRIALS = 20
 DIRECTIONS = ("minimize", "maximize")
 MODES = ("auto", "resume", "fresh")
+_memory_checkpoints: dict[str, MemoryCheckpoints] = {}  # study name -> checkpoints of a memory study
 
 
 def check_options(n_trials: Any, timeout: Any, directions: Sequence[str], max_failures: Any,
-                  target: Any, seed: Any, mode: str) -> None:
+                  target: Any, seed: Any, mode: str, patience: Any = None) -> None:
     """One message per mistake, before any study is touched."""
     if n_trials is not None and (not isinstance(n_trials, numbers.Integral) or n_trials < 1):
         raise TuneError(f"-n/--n-trials must be a positive whole number, got {n_trials!r}.")
@@ -45,6 +49,8 @@ def check_options(n_trials: Any, timeout: Any, directions: Sequence[str], max_fa
         raise TuneError(f"--seed must be a whole number, got {seed!r}.")
     if mode not in MODES:
         raise TuneError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
+    if patience is not None and (not isinstance(patience, numbers.Integral) or patience < 1):
+        raise TuneError(f"--patience must be a positive whole number of complete trials, got {patience!r}.")
 
 
 @contextlib.contextmanager
@@ -134,7 +140,11 @@ def start(
     backend: str = "thread",
     cluster: Any = None,
     trial_timeout: float | None = None,
-    pruner: optuna.pruners.BasePruner | None = None,
+    pruner: str | optuna.pruners.BasePruner | None = None,
+    patience: int | None = None,
+    scheduler: str | PBTSettings | None = None,
+    population: int | None = None,
+    interval: int | None = None,
 ) -> Run:
     """Start tuning ``objective`` in a background thread and return its :class:`Run`.
 
@@ -152,10 +162,27 @@ def start(
     are sent once per run) or "dask" (a Dask cluster: a new ``LocalCluster``, the scheduler at
     ``cluster="tcp://host:8786"``, or a ``distributed.Client`` passed as ``cluster``).
     ``trial_timeout`` (seconds; process and dask) ends a trial that runs longer as failed.
-    ``pruner`` (an Optuna pruner) decides when ``tune.report`` ends a trial; by default none does.
+    ``pruner`` decides when ``tune.report`` ends a trial: a name ("median", "percentile", "sha",
+    "hyperband", "threshold", "patient", "wilcoxon", or "none", the default) with optional
+    settings (``"hyperband(min_resource=1, reduction_factor=3)"``), or an Optuna pruner.
+    ``patience`` ends the study after that many complete trials without improvement.
+
+    ``scheduler="pbt"`` trains a population of ``population`` members (default 4) by
+    population-based training: each trial is a segment of ``interval`` ``tune.report`` steps
+    (default 5) of one member, continuing from ``tune.restore()``; settings as
+    ``"pbt(quantile=0.25, resample_probability=0.25, factors=(0.8, 1.2))"``.
     """
     directions = [direction] if isinstance(direction, str) else list(direction)
-    check_options(n_trials, timeout, directions, max_failures, target, seed, mode)
+    check_options(n_trials, timeout, directions, max_failures, target, seed, mode, patience)
+    pruner_object, pruner_name = make_pruner(pruner)
+    pbt = make_scheduler(scheduler, population, interval)
+    if pbt is not None:
+        if pruner_name != "none":
+            raise TuneError("--scheduler pbt decides itself when a member's training pauses: drop --pruner.")
+        if len(directions) > 1:
+            raise TuneError("--scheduler pbt ranks members by one score: use one --direction.")
+        if isinstance(sampler, optuna.samplers.GridSampler) or sampler == "grid":
+            raise TuneError("--scheduler pbt explores around its members; a grid cannot: pick another --sampler.")
     cell = objective if isinstance(objective, CompiledCell) else None
     function = cell.objective if cell is not None else objective
     if not callable(function):
@@ -192,15 +219,38 @@ def start(
     # Before the study is touched: a name the workers cannot receive is one message, nothing starts.
     executor = make_executor(backend, jobs, function, len(directions), cell=cell, cluster=cluster,
                              trial_timeout=trial_timeout)
-    study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory, pruner)
+    study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory,
+                                           pruner_object)
+    population_scheduler = None
+    if pbt is not None:
+        population_scheduler = PopulationScheduler(pbt, directions[0] == "maximize",
+                                                   _checkpoints_of(study, storage, directory), seed)
     run = Run(executor, study, name=name, n_trials=n_trials, timeout=timeout, target=target,
               trial_timeout=trial_timeout, seed=seed, max_failures=max_failures, cell=cell,
               owner=this_owner() if persistent else None, opened=opened, sampler_name=sampler_name,
-              sampler_factory=sampler_factory)
+              sampler_factory=sampler_factory, patience=patience, pruner_name=pruner_name,
+              scheduler=population_scheduler)
     tune._register(run)
     if report:
         TextReporter(run, stream=stream)
     return run.start() if launch else run
+
+
+def _checkpoints_of(study: optuna.Study, storage: str | None,
+                    directory: str | None) -> MemoryCheckpoints | FileCheckpoints:
+    """Where a PBT study's checkpoints live: in this kernel for a memory study, else files
+    next to the store. A study with no trials yet starts with none (a deleted study of the same
+    name may have left some)."""
+    fresh = not study.get_trials(deepcopy=False)
+    if storage == "memory":
+        if fresh or study.study_name not in _memory_checkpoints:
+            _memory_checkpoints[study.study_name] = MemoryCheckpoints()
+        return _memory_checkpoints[study.study_name]
+    checkpoints = FileCheckpoints(checkpoint_directory(store_file(storage, directory), directory, study.study_name))
+    if fresh:
+        for number in checkpoints.numbers():
+            checkpoints.delete(number)
+    return checkpoints
 
 
 def optimize(objective: Callable[..., Any] | CompiledCell, **options: Any) -> Run:

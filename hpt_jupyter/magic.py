@@ -22,6 +22,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from .api import DEFAULT_TRIALS, start
 from .core.cell import compile_cell
 from .core.executors import BACKENDS
+from .core.pruners import PRUNERS
 from .core.run import Run
 from .core.samplers import SAMPLERS
 from .core.space import tune
@@ -35,13 +36,14 @@ from .views.text import best_trials_table
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Touching these on a run object does not need the study's final result.
 _CONTROL_ATTRIBUTES = {"stop", "pause", "resume", "extend", "wait", "state", "name", "progress", "status",
-                       "subscribe", "budget", "elapsed", "is_alive", "n_finished", "n_complete", "n_failed",
+                       "subscribe", "budget", "elapsed", "is_alive", "n_finished", "n_complete", "n_failed", "n_pruned",
                        "failure", "failures", "reason",
                        # steering a running study is the point: these never wait for its end
                        "narrow", "reset", "focus", "propose_focus", "enqueue", "enqueue_near", "narrowings",
                        "overrides", "effective_space", "declared_space",
                        # what runs where, now
-                       "running_trials", "executor", "trial_timeout", "slots_text"}
+                       "running_trials", "executor", "trial_timeout", "slots_text", "scheduler_text",
+                       "pruner_name", "patience"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +63,16 @@ def _parser() -> _Parser:
     p.add_argument("--sampler", default="auto", choices=SAMPLERS,
                    help="Optuna's sampler of that name with Optuna's defaults; auto: TPE, or NSGA-II "
                         "for several objectives")
+    p.add_argument("--pruner", metavar="NAME",
+                   help="early stopping of trials that tune.report badly: " + ", ".join(PRUNERS)
+                        + "; settings as \"hyperband(min_resource=1, reduction_factor=3)\" (default none)")
+    p.add_argument("--scheduler", metavar="pbt",
+                   help="pbt: population-based training (tune.checkpoint/tune.restore); settings as "
+                        "\"pbt(quantile=0.25, resample_probability=0.25, factors=(0.8, 1.2))\"")
+    p.add_argument("--population", type=int, metavar="P", help="with --scheduler pbt: members (default 4)")
+    p.add_argument("--interval", type=int, metavar="K",
+                   help="with --scheduler pbt: tune.report steps per segment, between exploits (default 5)")
+    p.add_argument("--patience", type=int, metavar="N", help="stop after N complete trials without improvement")
     p.add_argument("--seed", type=int, help="seed of the sampler: same seed, same trials")
     p.add_argument("--name", help="study name (default: the knobs' names and a hash of the space)")
     p.add_argument("--storage", metavar="URL",
@@ -318,7 +330,9 @@ class TuneMagics(Magics):
             sampler=args.sampler, seed=args.seed, name=args.name, storage=args.storage,
             mode=args.mode or "auto", target=args.target, max_failures=args.max_failures or None,
             report=not args.quiet and not dashboard, launch=False, jobs=args.jobs, backend=args.backend,
-            cluster=args.cluster, trial_timeout=args.trial_timeout,
+            cluster=args.cluster, trial_timeout=args.trial_timeout, pruner=args.pruner,
+            patience=args.patience, scheduler=args.scheduler, population=args.population,
+            interval=args.interval,
         )
         self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
         bridge = bridge_of(shell)

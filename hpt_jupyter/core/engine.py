@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import TuneError
 from .executors.base import Executor, TrialRequest
+from .pbt import PBT_KEY
 from .samplers import reseed_for_trial
 from .score import short_failure
 from .space import TrialContext
@@ -129,9 +130,9 @@ class Engine:
         runner = None
         try:
             runner = self.executor.runner(slot)
-            while self._next_trial_may_start():
+            while (ticket := self._next_trial_may_start()) is not None:
                 try:
-                    self._run_one_trial(runner)
+                    self._run_one_trial(runner, ticket if ticket is not True else None)
                 finally:
                     with run._condition:
                         run._condition.notify_all()
@@ -147,27 +148,40 @@ class Engine:
             if runner is not None:
                 runner.close()
 
-    def _next_trial_may_start(self) -> bool:
-        """Wait until this slot may ask a trial (True), or until the run ends (False). A slot
-        that has nothing to do waits while others run: their results, +N or a stop decide."""
+    def _next_trial_may_start(self) -> Any:
+        """Wait until this slot may ask a trial (True, or under PBT the member's segment it
+        runs), or until the run ends (None). A slot that has nothing to do waits while others
+        run: their results, +N or a stop decide."""
         run = self.run
+        scheduler = run.scheduler
         with run._condition:
             while True:
                 if self._fatal is not None or self._ending is not None:
-                    return False
+                    return None
                 if run._stop_requested:
-                    return False
+                    return None
                 if run._pause_requested:
                     run._condition.wait()
                     continue
                 reason = self._end_reason()
+                if reason is None and scheduler is not None:
+                    plan = scheduler.claim(run.space)
+                    if plan is not None:
+                        self.reserved += 1
+                        return plan
+                    # every member is running or done: wait for one, or end when all are done
+                    reason = "every member of the population finished its training" \
+                        if scheduler.all_finished() else None
+                    if reason is None:
+                        run._condition.wait(0.5)
+                        continue
                 if reason is None:
                     self.reserved += 1
                     return True
                 if not self.in_flight:
                     self._ending = reason
                     run._condition.notify_all()
-                    return False
+                    return None
                 run._condition.wait(0.5)
 
     @property
@@ -188,12 +202,14 @@ class Engine:
         if run.max_failures and run._consecutive_failures >= run.max_failures:
             last = run.failures[-1][1] if run.failures else ""
             return f"{run._consecutive_failures} consecutive failures; last: {last}"
+        if run.patience is not None and run._since_improvement >= run.patience:
+            return f"no improvement in {run.patience} complete trials (--patience {run.patience})"
         if any(segment.study._stop_flag for segment in run.segments[-1:]):
             return "the sampler has no more trials to give (grid exhausted)" \
                 if isinstance(run.study.sampler, optuna.samplers.GridSampler) else "study.stop() was called"
         return None
 
-    def _run_one_trial(self, runner: Any) -> None:
+    def _run_one_trial(self, runner: Any, plan: Any = None) -> None:
         run = self.run
         try:
             with self.study_lock:
@@ -204,6 +220,11 @@ class Engine:
                 start = time.perf_counter()
                 trial = study.ask()
                 number = segment.base + trial.number - segment.seeded  # run-wide
+                if plan is not None:
+                    plan.number = number
+                    trial.set_user_attr(PBT_KEY, plan.attrs())
+                    if plan.params is not None:
+                        fix_params(study, trial, plan.params)
                 run._next_number = max(run._next_number, number + 1)
                 reseed = None
                 if self.trial_seed is not None:
@@ -217,8 +238,10 @@ class Engine:
         except BaseException:
             with run._condition:
                 self.reserved -= 1
+            if plan is not None:
+                run.scheduler.ended(plan, None)
             raise
-        context = TrialContext(trial, run, self.study_lock, reseed)
+        context = TrialContext(trial, run, self.study_lock, reseed, plan, run.scheduler)
         with run._condition:  # one step, so that no other slot sees this trial missing
             self.reserved -= 1
             self.running[number] = time.monotonic()
@@ -231,6 +254,10 @@ class Engine:
             objective_seconds = time.perf_counter() - objective_start - context.sampler_seconds
         try:
             self._tell(study, trial, number, outcome, ask_seconds, objective_seconds, context)
+        except BaseException:
+            if plan is not None:
+                run.scheduler.ended(plan, None)
+            raise
         finally:
             with run._condition:
                 self.running.pop(number, None)
@@ -258,6 +285,8 @@ class Engine:
                 study, trial, values, None if state == TrialState.COMPLETE else state, suppress_warning=True)
             study._thread_local.in_optimize_loop = False
             frozen = finished_copy(trial, final_state, final_values, number)
+            if context.segment is not None:  # the member's checkpoint and score, the lineage
+                run.scheduler.ended(context.segment, frozen)
             with run._condition:
                 run.sampler_seconds += ask_seconds + context.sampler_seconds + time.perf_counter() - start
                 run.objective_seconds += objective_seconds
@@ -265,13 +294,22 @@ class Engine:
                 run.counts[frozen.state] += 1
                 if frozen.state == TrialState.COMPLETE:
                     run._consecutive_failures = 0
-                    run._consider_best(frozen)
+                    run._since_improvement = 0 if run._consider_best(frozen) else run._since_improvement + 1
                 elif frozen.state == TrialState.FAIL:
                     run._consecutive_failures += 1
                     run.failures.append((frozen.number, short_failure(outcome.failure or "")))
             # Under the study lock: views get trial events one at a time, in order.
             run._emit("trial_finished", trial=frozen, number=frozen.number,
                       message=run.failures[-1][1] if frozen.state == TrialState.FAIL else None)
+
+
+def fix_params(study: optuna.Study, trial: optuna.Trial, params: dict[str, Any]) -> None:
+    """Give an asked trial fixed values, as ``study.enqueue_trial`` gives a queued one: a PBT
+    member's next segment. (Through the queue, a trial the user had enqueued could be taken
+    instead.)"""
+    study._storage.set_trial_system_attr(trial._trial_id, "fixed_params", params)
+    trial._cached_frozen_trial.system_attrs["fixed_params"] = params
+    trial._fixed_params = params
 
 
 def finished_copy(trial: optuna.Trial, state: TrialState, values: list[float] | None,

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import TuneError
 from .engine import FINAL_STATES, FINISHED, PAUSED, READY, RUNNING, STOPPING, Engine
 from .executors.base import Executor
+from .pbt import LineageSegment, PopulationScheduler
 from .space import ChoiceParam, Param
 from .steered import NARROWINGS_KEY, Segment, Steering, _same, _space_of
 from .storage import TRACEBACK_KEY
@@ -78,6 +79,9 @@ class Run(Steering):
         sampler_factory: Callable[[int], optuna.samplers.BaseSampler] | None = None,
         trial_timeout: float | None = None,
         seed: int | None = None,
+        patience: int | None = None,
+        pruner_name: str = "none",
+        scheduler: PopulationScheduler | None = None,
     ) -> None:
         self.name = name
         self.study = study  # the study trials are asked from: the named one, or its latest narrowing
@@ -95,6 +99,11 @@ class Run(Steering):
         self.executor = executor
         self.trial_timeout = trial_timeout
         self.seed = seed
+        self.patience = patience  # end after this many complete trials without improvement
+        self._since_improvement = 0  # complete trials since the best improved, in this start
+        self._front: list[list[float]] = []  # several objectives: the values on the Pareto front
+        self.pruner_name = pruner_name
+        self.scheduler = scheduler  # population-based training, or None
         self._engine: Engine | None = None
         self._owner = owner
         self._subscribers: list[Callable[[Event], None]] = []
@@ -129,6 +138,8 @@ class Run(Steering):
                 if trial.state == TrialState.COMPLETE:
                     self._consider_best(trial)
         self.n_stored = self.n_finished
+        if scheduler is not None:  # a resumed PBT study goes on with its population
+            scheduler.load(self.trials(states=None))
         self.budget = n_trials  # total finished trials the study should reach
 
     # --- facts -------------------------------------------------------------------------
@@ -140,6 +151,10 @@ class Run(Steering):
     @property
     def n_complete(self) -> int:
         return self.counts[TrialState.COMPLETE]
+
+    @property
+    def n_pruned(self) -> int:
+        return self.counts[TrialState.PRUNED]
 
     @property
     def n_failed(self) -> int:
@@ -162,7 +177,10 @@ class Run(Steering):
     @property
     def best_trial(self) -> FrozenTrial | None:
         """The best complete trial; for several objectives, the Pareto-optimal trial that is
-        best in the first objective."""
+        best in the first objective; under population-based training, the latest segment of
+        the member whose latest score is best."""
+        if self.scheduler is not None:
+            return self.scheduler.best_member_trial() or self._best
         if not self.is_multi_objective:
             return self._best
         front = self.pareto_front()
@@ -192,6 +210,35 @@ class Run(Steering):
         values = self._decoded(trial.params)
         values.update(self._assigned.get(trial.number) or trial.user_attrs.get(ASSIGNED_KEY) or {})
         return values
+
+    @property
+    def best_schedule(self) -> list[dict[str, Any]]:
+        """Under population-based training, the hyperparameters of the best member's training
+        over steps, following its lineage back through the members it cloned: one entry per
+        segment, ``{"trial", "member", "start", "end", "value", **params}``."""
+        if self.scheduler is None:
+            raise TuneError("best_schedule exists for population-based training (--scheduler pbt) only; "
+                            "this run's best hyperparameters are run.best_params.")
+        best = self.best_trial
+        if best is None:
+            return []
+        return [{"trial": s.number, "member": s.member, "start": s.start, "end": s.end, "value": s.value,
+                 **self._decoded(s.params)} for s in self.scheduler.schedule_of(best.number)]
+
+    def lineage(self) -> list[LineageSegment]:
+        """Under population-based training, every segment of every member (who cloned whom,
+        when, with which hyperparameters), in trial order; [] otherwise."""
+        if self.scheduler is None:
+            return []
+        with self.scheduler.lock:
+            return [self.scheduler.lineage[n] for n in sorted(self.scheduler.lineage)]
+
+    def scheduler_text(self) -> str:
+        """What decides when trials stop: `` · PBT · population 4 · every 5 steps``,
+        `` · pruner hyperband``, or nothing."""
+        if self.scheduler is not None:
+            return f" · {self.scheduler.settings.describe()}"
+        return "" if self.pruner_name == "none" else f" · pruner {self.pruner_name}"
 
     def pareto_front(self) -> list[FrozenTrial]:
         """The complete trials no other complete trial beats in every objective."""
@@ -262,6 +309,8 @@ class Run(Steering):
         else:
             best_text = f"best {best:.6g} (#{self._best.number})"
         parts = [f"{done}{budget} trials", best_text]
+        if self.n_pruned:
+            parts.append(f"{self.n_pruned} pruned")
         if self.n_failed:
             parts.append(f"{self.n_failed} failed")
         parts.append(f"{self.elapsed:.1f}s")
@@ -304,6 +353,7 @@ class Run(Steering):
             self.ended_at = None
             if self.started_at is None:
                 self.started_at = time.monotonic()
+            self._since_improvement = 0  # --patience counts within each start (+N restarts it)
             self._done.clear()
         with self._steer_lock:
             self._loop_takes_steering = True
@@ -414,16 +464,34 @@ class Run(Steering):
             return
         trial.set_user_attr(ASSIGNED_KEY, differing)
 
-    def _consider_best(self, trial: FrozenTrial) -> None:
+    def _consider_best(self, trial: FrozenTrial) -> bool:
+        """Note a complete trial; True when it improved the best (for several objectives:
+        when no trial so far dominates it)."""
         if len(self.directions) > 1:
-            return
+            return self._onto_front(trial.values)
         if self._best is None:
             self._best = trial
         elif self.directions[0] == "maximize":
-            if trial.value > self._best.value:
-                self._best = trial
-        elif trial.value < self._best.value:
+            if trial.value <= self._best.value:
+                return False
             self._best = trial
+        elif trial.value >= self._best.value:
+            return False
+        else:
+            self._best = trial
+        return True
+
+    def _onto_front(self, values: list[float]) -> bool:
+        signs = [1 if d == "minimize" else -1 for d in self.directions]
+        point = [s * v for s, v in zip(signs, values)]
+
+        def dominates(a: list[float], b: list[float]) -> bool:
+            return all(x <= y for x, y in zip(a, b)) and a != b
+
+        if any(dominates(kept, point) or kept == point for kept in self._front):
+            return False
+        self._front = [kept for kept in self._front if not dominates(point, kept)] + [point]
+        return True
 
     def _note_param(self, param: Param) -> None:
         if self.space.get(param.name) != param:

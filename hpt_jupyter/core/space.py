@@ -178,10 +178,11 @@ class TrialContext:
     """What ``tune.*`` calls talk to while one trial of a run executes: in this thread, or for
     a worker process, on the worker's behalf (a remote trial asks its knobs here)."""
 
-    __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds", "lock", "reseed")
+    __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds", "lock", "reseed", "segment",
+                 "scheduler")
 
     def __init__(self, trial: optuna.Trial, run: KnobRecorder | None, lock: Any = None,
-                 reseed: Callable[[str], Any] | None = None) -> None:
+                 reseed: Callable[[str], Any] | None = None, segment: Any = None, scheduler: Any = None) -> None:
         self.trial = trial
         self.run = run
         self.declared: set[str] = set()
@@ -190,6 +191,8 @@ class TrialContext:
         # Trials in several slots share the study: the engine's lock orders their sampler calls.
         self.lock = lock if lock is not None else _NO_LOCK
         self.reseed = reseed  # with several trials in flight: each knob's draw from the trial's own seed
+        self.segment = segment  # population-based training: this trial's SegmentPlan
+        self.scheduler = scheduler
 
     def _declare(self, param: Param) -> None:
         if param.name in self.declared:
@@ -231,15 +234,34 @@ class TrialContext:
         self.sampler_seconds += time.perf_counter() - start
         return value
 
-    def report(self, value: float, step: int) -> bool:
-        """Record an intermediate value; True when the pruner says this trial should stop."""
+    def report(self, value: float, step: int) -> bool | str:
+        """Record an intermediate value; True when the pruner says this trial should stop,
+        ``"segment_end"`` when a population-based training segment has had its reports."""
         with self.lock:
             self.trial.report(value, step)
+            segment = self.segment
+            if segment is not None:
+                segment.reports += 1
+                segment.last_value = value
+                return "segment_end" if segment.reports >= self.scheduler.settings.interval else False
             return self.trial.should_prune()
 
     def should_prune(self) -> bool:
         with self.lock:
+            if self.segment is not None:
+                return self.segment.reports >= self.scheduler.settings.interval
             return self.trial.should_prune()
+
+    def checkpoint(self, blob: bytes) -> None:
+        """Keep the pickled state of this step (the segment's last one is saved when it ends)."""
+        if self.segment is not None:
+            self.segment.checkpoint = blob
+
+    def restore(self) -> bytes | None:
+        """The pickled state this segment continues from (None: a new member, or no PBT)."""
+        if self.segment is None:
+            return None
+        return self.scheduler.restore(self.segment)
 
 
 class _NoLock:
@@ -273,6 +295,12 @@ class FixedContext:
 
     def should_prune(self) -> bool:
         return False
+
+    def checkpoint(self, blob: bytes) -> None:
+        return None
+
+    def restore(self) -> bytes | None:
+        return None
 
 
 _local = threading.local()
@@ -342,8 +370,35 @@ class Tune:
         """Record an intermediate value (a training curve's point at ``step``); when the pruner
         says stop, the trial ends here as pruned (``tune.should_stop()`` asks first)."""
         context = _context_or_error("report")
-        if context.report(value, step):
+        verdict = context.report(value, step)
+        if verdict == "segment_end":
+            from .pbt import SegmentEnd
+
+            raise SegmentEnd(value)
+        if verdict:
             raise optuna.TrialPruned(f"pruned at step {step}")
+
+    def checkpoint(self, state: Any) -> None:
+        """Save the training state of this step (a model, an optimiser, the epoch: anything
+        picklable). Under ``--scheduler pbt`` the member's next segment, or a member that
+        clones it, gets it back from :meth:`restore`; without PBT it is not kept."""
+        context = _context_or_error("checkpoint")
+        if getattr(context, "segment", None) is None and not getattr(context, "remote", False):
+            return
+        import cloudpickle
+
+        context.checkpoint(cloudpickle.dumps(state))
+
+    def restore(self) -> Any:
+        """The state this trial continues from (saved by :meth:`checkpoint`): under
+        ``--scheduler pbt``, the member's own latest or the better member's it cloned; None for
+        a new member, and always None without PBT."""
+        blob = _context_or_error("restore").restore()
+        if blob is None:
+            return None
+        import pickle
+
+        return pickle.loads(blob)
 
     def should_stop(self) -> bool:
         """True when the pruner says this trial should stop (clean up, then return or report)."""

@@ -41,6 +41,10 @@ class Segment:
 
 
 
+_PBT_STEERS = ("Population-based training explores around its members itself: narrowing and enqueueing "
+               "do not apply. Stop it and start a %%tune without --scheduler pbt to steer a sampler.")
+
+
 class Steering:
     """Narrow, focus, reset and enqueue (mixed into Run, whose state it uses)."""
 
@@ -104,6 +108,8 @@ class Steering:
         complete trials inside it, takes over (the earlier ones stay as history; tables, plots,
         the best trial and injection span them all). A request outside the declared space, an
         empty range or no option left raises :class:`TuneError` and changes nothing."""
+        if getattr(self, "scheduler", None) is not None:
+            raise TuneError(_PBT_STEERS)
         if not ranges:
             raise TuneError("narrow needs at least one knob, e.g. run.narrow(lr=(1e-4, 1e-2)).")
         if isinstance(self.study.sampler, optuna.samplers.GridSampler):
@@ -135,6 +141,8 @@ class Steering:
 
     def reset(self, source: str = "reset") -> Narrowing:
         """Search the whole declared space again (a new study seeded with every complete trial)."""
+        if getattr(self, "scheduler", None) is not None:
+            raise TuneError(_PBT_STEERS)
         with self._steer_lock:
             return self._request_space({}, Narrowing(source, {}))
 
@@ -174,6 +182,8 @@ class Steering:
     def enqueue(self, values: Mapping[str, Any], source: str = "api") -> dict[str, Any]:
         """Try ``values`` (some or all knobs; the sampler picks the rest) as the next trial.
         Values must lie in the space searched now."""
+        if getattr(self, "scheduler", None) is not None:
+            raise TuneError(_PBT_STEERS)
         space = self.effective_space()
         stored: dict[str, Any] = {}
         for name, value in dict(values).items():

@@ -64,6 +64,16 @@ def resolve_storage(spec: str | None, directory: str | None = None) -> tuple[Bas
     return _storages[key], where, kind != "memory"
 
 
+def store_file(spec: str | None, directory: str | None = None) -> str | None:
+    """The file a ``--storage`` value keeps its studies in (None: memory or a database server)."""
+    if spec is None or spec == "default":
+        return os.path.abspath(describe_default(directory))
+    if spec == "memory" or ("://" in spec and not spec.startswith("sqlite:///")):
+        return None
+    path = spec[len("sqlite:///"):] if spec.startswith("sqlite:///") else spec
+    return os.path.abspath(os.path.join(directory or os.getcwd(), path))
+
+
 # --- showing a URL -------------------------------------------------------------------
 
 _SECRET_KEYS = {"password", "passwd", "pwd"}

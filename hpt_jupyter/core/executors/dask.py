@@ -192,7 +192,7 @@ class _DaskRunner(SlotRunner):
             try:
                 kind, detail = conn.recv()
                 if kind == "ready":
-                    conn.send(("trial", request.number))
+                    conn.send(("trial", request.number, request.context.segment is not None))
             except (EOFError, OSError) as error:
                 raise WorkerLost(str(error)) from None
             if kind != "ready":

@@ -71,7 +71,7 @@ class _ProcessRunner(SlotRunner):
         deadline = None if request.timeout is None else time.monotonic() + request.timeout
         try:
             try:
-                self.conn.send(("trial", request.number))
+                self.conn.send(("trial", request.number, request.context.segment is not None))
             except OSError as error:
                 raise WorkerLost(str(error)) from None
             return serve_trial(self.conn, request.context, deadline, self.executor.known)

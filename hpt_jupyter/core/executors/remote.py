@@ -2,10 +2,11 @@
 ``multiprocessing.connection.Connection`` (a socket pair for local processes, a TCP
 connection back to the kernel for Dask tasks). Both sides live here.
 
-Kernel -> worker: ``("trial", number)``. Worker -> kernel, while the trial runs:
+Kernel -> worker: ``("trial", number, is_pbt_segment)``. Worker -> kernel, while the trial runs:
 ``("sample", param)`` (a knob's value: the kernel's trial samples it; answer ``("ok", value)``
 or ``("tune_error", message)``), ``("report", value, step)`` and ``("should_prune",)`` (answer
-``("ok", bool)``), ``("out", stream, text)`` (what the trial printed); then
+``("ok", bool)``), for a PBT segment ``("checkpoint", blob)`` and ``("restore",)`` (answer
+``("ok", blob or None)``), ``("out", stream, text)`` (what the trial printed); then
 ``("done", values, failure, pruned, space_error, assigned)``.
 """
 
@@ -58,6 +59,11 @@ def serve_trial(conn: Any, context: TrialContext, deadline: float | None, known:
                 reply = ("ok", context.report(message[1], message[2]))
             elif kind == "should_prune":
                 reply = ("ok", context.should_prune())
+            elif kind == "checkpoint":
+                context.checkpoint(message[1])
+                continue  # no answer: the worker goes on training
+            elif kind == "restore":
+                reply = ("ok", context.restore())
             elif kind == "out":
                 stream = sys.stdout if message[1] == "stdout" else sys.stderr
                 stream.write(message[2])
@@ -160,8 +166,9 @@ def _renamed(code: Any, filename: str) -> Any:
 class RemoteContext:
     """In a worker, what ``tune.*`` talks to: every question goes to the kernel's trial."""
 
-    def __init__(self, conn: Any, number: int) -> None:
+    def __init__(self, conn: Any, number: int, segment: bool = False) -> None:
         self.conn = conn
+        self.remote = segment  # a PBT segment: tune.checkpoint sends its state to the kernel
         self.lock = threading.Lock()
         self.assigned: dict[str, Any] = {}
         self.trial = RemoteTrial(self, number)
@@ -192,6 +199,13 @@ class RemoteContext:
 
     def should_prune(self) -> bool:
         return self.ask("should_prune")
+
+    def checkpoint(self, blob: bytes) -> None:
+        if self.remote:
+            self.send("checkpoint", blob)
+
+    def restore(self) -> bytes | None:
+        return self.ask("restore") if self.remote else None
 
 
 class RemoteTrial:
@@ -254,11 +268,11 @@ class _Forward(io.TextIOBase):
                 pass
 
 
-def run_trial(conn: Any, session: Session, number: int) -> None:
+def run_trial(conn: Any, session: Session, number: int, segment: bool = False) -> None:
     """Run one trial in this worker, asking the kernel for everything the trial needs."""
     from .thread import evaluate
 
-    context = RemoteContext(conn, number)
+    context = RemoteContext(conn, number, segment)
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Forward(context, "stdout"), _Forward(context, "stderr")
     set_context(context)  # type: ignore[arg-type] - quacks like a TrialContext

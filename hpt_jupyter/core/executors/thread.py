@@ -26,8 +26,13 @@ def takes_trial(objective: Callable[..., Any]) -> bool:
 
 def evaluate(objective: Callable[..., Any], wants_trial: bool, trial: Any, n_directions: int) -> Outcome:
     """Call the objective in this thread, with the trial context already set."""
+    from ..pbt import SegmentEnd
+
     try:
         result = objective(trial) if wants_trial else objective()
+    except SegmentEnd as end:  # a PBT segment had its reports: scored by the last one
+        values, failure = check_score(end.value, n_directions)
+        return Outcome(values=None if failure else values, failure=failure)
     except optuna.TrialPruned:
         return Outcome(pruned=True)
     except TuneError as error:

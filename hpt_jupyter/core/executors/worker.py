@@ -34,7 +34,7 @@ def serve(conn: Connection) -> None:
             return  # the kernel went away
         if message[0] == "exit":
             return
-        run_trial(conn, session, message[1])
+        run_trial(conn, session, *message[1:])
 
 
 def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, blob: bytes,
@@ -72,7 +72,7 @@ def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, bl
             watchdog.daemon = True
             watchdog.start()
         try:
-            run_trial(conn, session, message[1])
+            run_trial(conn, session, *message[1:])
         finally:
             if watchdog is not None:
                 watchdog.cancel()
