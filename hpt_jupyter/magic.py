@@ -137,6 +137,9 @@ uses them waits for the study first. Knobs: tune.float(low, high, *, log=False, 
 tune.int(low, high, *, log=False, step=1), tune.choice(options); a knob is named by its
 assignment target, by the keyword it is passed to, or by name=. tune.runs[NAME] and
 tune.last are the run objects (.best_params, .best_value, .study, .trials_dataframe()).
+In a training loop, tune.report(score, epoch) records the curve: with --pruner hyperband a
+bad trial ends there; with --scheduler pbt tune.checkpoint(state) saves a member's training and
+tune.restore() gives it back (or a better member's) in its next segment.
 %load_ext hpt_jupyter puts `tune` in the namespace (unless you have a `tune` of your own:
 then %%tune cells still see hpt_jupyter's, and `from hpt_jupyter import tune as hpt` names it).
 """
