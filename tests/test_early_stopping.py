@@ -404,3 +404,38 @@ def test_magic_options_and_their_mistakes(kernel):
     assert kernel.value("tune.runs['hb'].n_pruned") > 0
     header = next(h for h in kernel.html_widgets(reply.msg_id) if "sampler" in h)
     assert "pruner hyperband(max_resource=8)" in header
+
+
+def test_pruning_and_pbt_checkpoints_on_a_dask_cluster():
+    import distributed  # the test extra installs it: no skip
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
+                                  processes=True) as cluster, distributed.Client(cluster) as client:
+        def pruned():
+            x = tune.float(0, 1)
+            for step in range(6):
+                tune.report(x + step * 0.2, step)
+            return x
+
+        run = start(pruned, n_trials=4, jobs=2, backend="dask", cluster=client, storage="memory", report=False,
+                    name="dask-prune", pruner="threshold(upper=1.0)").wait()
+        assert run.n_pruned == 4, run.status()
+
+        def toy():
+            h0, h1 = tune.float(0, 1, name="h0"), tune.float(0, 1, name="h1")
+            state = tune.restore() or {"theta": (0.9, 0.9), "step": 0}
+            (t0, t1), step = state["theta"], state["step"]
+            q = 1.2 - (t0 ** 2 + t1 ** 2)
+            for _ in range(200):
+                time.sleep(0.02)
+                t0, t1 = t0 - 0.02 * h0 * t0, t1 - 0.02 * h1 * t1
+                q = 1.2 - (t0 ** 2 + t1 ** 2)
+                tune.checkpoint({"theta": (t0, t1), "step": step + 1})
+                tune.report(q, step)
+                step += 1
+            return q
+
+        run = start(toy, n_trials=12, jobs=2, backend="dask", cluster=client, storage="memory", report=False,
+                    name="dask-pbt", direction="maximize", seed=0, scheduler="pbt", population=2, interval=3).wait()
+        assert run.n_complete == 12, (run.status(), run.failures)
+        _check_lineage(run, 2)  # every continuing segment started where its checkpoint ended
+        assert any(s.from_trial is not None for s in run.lineage())
