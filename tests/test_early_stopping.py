@@ -321,8 +321,8 @@ def test_without_pbt_checkpoint_keeps_nothing_and_restore_gives_none():
 
 # --- through a kernel -------------------------------------------------------------------------
 
-PBT_CELL = """%%tune -n 24 --name pbt-crash --direction maximize --seed 0 --scheduler pbt --population 2 --interval 3 {mode}
-h0 = tune.float(0, 1, name="h0")
+PBT_CELL = ("%%tune -n 24 --name pbt-crash --direction maximize --seed 0 --scheduler pbt --population 2 "
+            "--interval 3 {mode}\n") + """h0 = tune.float(0, 1, name="h0")
 h1 = tune.float(0, 1, name="h1")
 import time
 state = tune.restore() or {{"theta": (0.9, 0.9), "step": 0}}

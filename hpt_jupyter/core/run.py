@@ -329,7 +329,8 @@ class Run(Steering):
         line = f"{self.name}: {self.state}"
         if self.reason and self.state in FINAL_STATES:
             line += f" ({self.reason})"
-        return f"{line} · {self.sampler_name}{self.scheduler_text()} · {'/'.join(self.directions)} · {self.progress()}"
+        what = f"{self.sampler_name}{self.scheduler_text()} · {'/'.join(self.directions)}"
+        return f"{line} · {what} · {self.progress()}"
 
     def __repr__(self) -> str:
         return f"<Run {self.status()}>"
