@@ -170,3 +170,52 @@ def test_parallel_notebook_runs_two_at_a_time_in_worker_processes_and_on_its_das
     assert f"SVC(C={dask_best.params['C']:.4g}, gamma={dask_best.params['gamma']:.4g}): test accuracy" in text
     table = next(o["data"]["text/plain"] for o in nb.cells[-3].outputs if o.get("output_type") == "execute_result")
     assert "epochs reported" in table and len(table.splitlines()) >= 10
+
+
+def test_early_stopping_and_pbt_notebook_prunes_under_hyperband_and_exploits_under_pbt(tmp_path):
+    nb, text = _executed("early_stopping_and_pbt.ipynb", tmp_path)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
+
+    # Hyperband: 30 trials, some pruned before their 30th epoch; the waiting cell saw the best.
+    hyperband = optuna.load_study(study_name="sgd-hyperband", storage=storage).trials
+    pruned = [t for t in hyperband if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(hyperband) == 30 and pruned
+    assert all(len(t.intermediate_values) < 30 for t in pruned)
+    assert all(sorted(t.intermediate_values) == list(range(1, 31))
+               for t in hyperband if t.state == optuna.trial.TrialState.COMPLETE)
+    assert f"{len(pruned)} of 30 trials pruned; {sum(len(t.intermediate_values) for t in hyperband)} epochs" in text
+    best = _stored_best(tmp_path, "sgd-hyperband")
+    assert f"injected: eta0={best.params['eta0']:.4g}, alpha={best.params['alpha']:.4g}; equal to best_params: " \
+           f"True" in text
+
+    # PBT: segments of 5 epochs, four members, at least one exploit in the store and in the notebook.
+    segments = optuna.load_study(study_name="sgd-pbt", storage=storage).trials
+    info = [t.user_attrs["hpt:pbt"] for t in segments]
+    assert {i["member"] for i in info} == {0, 1, 2, 3}
+    assert all(len(t.intermediate_values) <= 5 for t in segments)
+    exploited = [t for t, i in zip(segments, info) if i["exploited"]]
+    assert exploited
+    assert f"{len(segments)} segments, {len(exploited)} of them exploited" in text
+    for t in exploited[:4]:  # each exploit named with its member, donor, checkpoint and first epoch
+        i = t.user_attrs["hpt:pbt"]
+        assert f"trial {t.number}: member {i['member']} cloned member {i['parent']} (trial {i['from_trial']}'s " \
+               f"checkpoint) and went on from epoch {i['start']}" in text
+    # The injected values are those of a member's latest segment, and no member's latest is better.
+    latest = {}
+    for t, i in zip(segments, info):
+        latest[i["member"]] = t
+    lines = [line for line in text.splitlines() if line.startswith("injected: ")]
+    assert len(lines) == 2 and all(line.endswith("equal to best_params: True") for line in lines)
+    top = max(t.value for t in latest.values())
+    assert any(lines[1].startswith(f"injected: eta0={t.params['eta0']:.4g}, alpha={t.params['alpha']:.4g};")
+               for t in latest.values() if t.value == top), lines[1]
+    # The best schedule, replayed on a fresh model, gives the best member's model again.
+    assert "the same as the best member: True" in text
+    assert "replayed over 30 epochs" in text
+
+    # The saved dashboards: Hyperband's header counts the pruned trials, PBT's names the scheduler.
+    saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    headers = [m["state"]["value"] for m in saved.values()
+               if m["model_name"] == "HTMLModel" and "hpt-header" in m["state"].get("value", "")]
+    assert any("<b>sgd-hyperband</b>" in h and f"{len(pruned)} pruned</span>" in h for h in headers)
+    assert any("<b>sgd-pbt</b>" in h and "PBT · population 4 · every 5 steps" in h for h in headers)
