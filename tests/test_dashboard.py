@@ -166,3 +166,202 @@ def test_a_view_error_shows_once_in_the_dashboard_and_the_study_goes_on(kernel):
     texts = [o["text"] for o in output["outputs"] if o.get("name") == "stderr"]
     assert len(texts) == 1  # shown once, not at every refresh
     assert "could not refresh" in texts[0] and "RuntimeError: history view broke" in texts[0]
+
+
+def _decoded_widgets(kernel, msg_id: str, settle: float = 1.0) -> dict[str, dict]:
+    """Like ``kernel.widgets``, with the binary buffers put back: a bqplot array arrives as
+    ``{"shape", "dtype"}`` plus a buffer, and is returned here as a numpy array."""
+    import numpy as np
+
+    kernel._drain(None, settle)
+    states: dict[str, dict] = {}
+
+    def merge(comm_id: str, data: dict, buffers: list) -> None:
+        state = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data["state"].items()}
+        for path, buffer in zip(data.get("buffer_paths", []), buffers):
+            target = state
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = bytes(buffer)
+        for key, value in state.items():
+            if isinstance(value, dict) and {"shape", "dtype", "value"} <= value.keys():
+                state[key] = np.frombuffer(value["value"], dtype=value["dtype"]).reshape(value["shape"])
+        states.setdefault(comm_id, {}).update(state)
+
+    for msg in kernel.outputs[msg_id]:
+        if msg["msg_type"] == "comm_open":
+            merge(msg["content"]["comm_id"], msg["content"]["data"], msg.get("buffers", []))
+    for msg in kernel.arrived:
+        content = msg["content"]
+        if (msg["msg_type"] == "comm_msg" and content.get("comm_id") in states
+                and content["data"].get("method") == "update"):
+            merge(content["comm_id"], content["data"], msg.get("buffers", []))
+    return states
+
+
+def _figure_marks(states: dict[str, dict], title_start: str) -> list[dict]:
+    figure = next(s for s in states.values() if s.get("_model_name") == "FigureModel"
+                  and str(s.get("title", "")).startswith(title_start))
+    return [states[ref.removeprefix("IPY_MODEL_")] for ref in figure["marks"]]
+
+
+PRUNED_RUN = (
+    "def reporting():\n"
+    "    x = tune.float(0, 1, name='x')\n"
+    "    for step in range(3):\n"
+    "        tune.report(x, step)\n"
+    "    return x\n"
+    "run = start(reporting, n_trials=20, storage='memory', report=False, name='pruny', seed=0,\n"
+    "            pruner='threshold(upper=0.5)', launch=False)\n"
+    "board = Dashboard(run)\n"
+    "display(board.widget)\n"
+    "run.start()\n"
+)
+
+
+def test_header_names_the_pruner_and_pruned_rows_are_marked_and_plotted(kernel):
+    import math
+    import re
+
+    kernel.run(SETUP)
+    cell = kernel.run(PRUNED_RUN)
+    assert cell.error is None, cell.error_text
+    kernel.run("run.wait(); time.sleep(1)")
+    pruned = kernel.value("sorted(t.number for t in run.trials(states=None) if t.state.name == 'PRUNED')")
+    assert 0 < len(pruned) < 20  # the threshold prunes the trials whose x is above 0.5, and only those
+    states = _decoded_widgets(kernel, cell.msg_id)
+    html_values = [s["value"] for s in states.values() if s.get("_model_name") == "HTMLModel"]
+    header = next(value for value in html_values if "hpt-header" in value)
+    assert "pruner threshold(upper=0.5)" in header
+    assert f"{len(pruned)} pruned" in header
+    table = next(value for value in html_values if "<table class='hpt-trials'" in value)
+    rows = re.findall(r"<tr([^>]*)><td>(\d+)</td><td>(\w+)</td>", table)
+    marked = sorted(int(number) for attrs, number, state in rows if state == "pruned")
+    assert marked == pruned
+    assert all("hpt-pruned" in attrs for attrs, number, state in rows if state == "pruned")
+    assert not any("hpt-pruned" in attrs for attrs, number, state in rows if state != "pruned")
+    # The intermediate page has every trial's curve, the pruned ones ending at their first step.
+    steps = next(s for s in _figure_marks(states, "intermediate values") if s.get("_model_name") == "LinesModel")
+    assert steps["x"].tolist() == [0.0, 1.0, 2.0]
+    assert steps["y"].shape == (20, 3)
+    ended_early = sorted(i for i, line in enumerate(steps["y"]) if math.isnan(line[1]))
+    xs = kernel.value("[t.params['x'] for t in sorted(run.trials(states=None), key=lambda t: t.number)]")
+    assert len(ended_early) == len(pruned)
+    assert sorted(xs[n] for n in pruned) == sorted(float(steps["y"][i][0]) for i in ended_early)
+    # Not a PBT run: no lineage or schedule page.
+    picker = next(s for s in states.values() if s.get("_model_name") == "ToggleButtonsModel")
+    assert "Intermediate" in picker["_options_labels"]
+    assert "Lineage" not in picker["_options_labels"] and "Schedule" not in picker["_options_labels"]
+    assert not [s for s in states.values() if s.get("_model_name") == "FigureModel"
+                and str(s.get("title", "")).startswith(("lineage", "the best member"))]
+
+
+def test_header_says_the_run_ended_for_want_of_improvement(kernel):
+    kernel.run(SETUP)
+    cell = kernel.run(
+        "run = start(lambda: tune.float(0, 1, name='x') * 0 + 1.0, n_trials=50, storage='memory', report=False,"
+        " name='flat', patience=3, seed=0, launch=False)\n"
+        "board = Dashboard(run)\n"
+        "display(board.widget)\n"
+        "run.start()\n"
+    )
+    assert cell.error is None, cell.error_text
+    kernel.run("run.wait(); time.sleep(1)")
+    assert kernel.value("(run.state, run.n_finished)") == ("finished", 4)
+    header = next(value for value in kernel.html_widgets(cell.msg_id, 1.0) if "hpt-header" in value)
+    assert "no improvement in 3 complete trials (--patience 3)" in header and "4/50 trials" in header
+
+
+PBT_RUN = """
+def toy():
+    h0 = tune.float(0, 1, name="h0"); h1 = tune.float(0, 1, name="h1")
+    state = tune.restore() or {"theta": [0.9, 0.9], "step": 0}
+    t0, t1 = state["theta"]; step = state["step"]
+    for _ in range(1000):
+        t0, t1 = t0 + 0.01 * (-2 * h0 * t0), t1 + 0.01 * (-2 * h1 * t1)
+        step += 1
+        q = 1.2 - (t0 ** 2 + t1 ** 2)
+        tune.checkpoint({"theta": [t0, t1], "step": step})
+        tune.report(q, step)
+    return q
+run = start(toy, n_trials=40, storage="memory", report=False, name="toy", scheduler="pbt", population=3,
+            interval=4, direction="maximize", seed=0, launch=False)
+board = Dashboard(run)
+display(board.widget)
+run.start()
+"""
+
+
+def test_a_pbt_run_draws_its_lineage_and_the_best_members_schedule(kernel):
+    import re
+
+    kernel.run(SETUP)
+    cell = kernel.run(PBT_RUN)
+    assert cell.error is None, cell.error_text
+    kernel.run("run.wait(); time.sleep(1)")
+    lineage = kernel.value("[(s.number, s.member, s.start, s.end, s.exploited, s.parent, s.from_trial)"
+                           " for s in run.lineage()]")
+    schedule = kernel.value("run.best_schedule")
+    assert len(lineage) == 40 and any(s[4] for s in lineage)
+    states = _decoded_widgets(kernel, cell.msg_id)
+    picker = next(s for s in states.values() if s.get("_model_name") == "ToggleButtonsModel")
+    assert "Lineage" in picker["_options_labels"] and "Schedule" in picker["_options_labels"]
+    header = next(s["value"] for s in states.values()
+                  if s.get("_model_name") == "HTMLModel" and "hpt-header" in s["value"])
+    assert "PBT · population 3 · every 4 steps" in header
+
+    # Lineage: one solid line per segment at its member's height, one dashed link per exploit.
+    marks = _figure_marks(states, "lineage")
+    links = next(m for m in marks if m.get("line_style") == "dashed")
+    lines = next(m for m in marks if m.get("line_style") != "dashed")
+    assert lines["x"].tolist() == [[float(s[2]), float(s[3])] for s in lineage]
+    assert lines["y"].tolist() == [[float(s[1]), float(s[1])] for s in lineage]
+    assert len(lines["color"]) == 40
+    ends = {s[0]: s[3] for s in lineage}
+    exploits = [s for s in lineage if s[4]]
+    assert links["x"].tolist() == [[float(ends[s[6]]), float(s[2])] for s in exploits]
+    assert links["y"].tolist() == [[float(s[5]), float(s[1])] for s in exploits]
+    assert all(a != b for a, b in links["y"].tolist())  # from the donor's line to another member's
+
+    # Schedule: the best member's hyperparameters as step lines over its steps, and as a table.
+    plotted = _figure_marks(states, "the best member")[0]
+    assert plotted["interpolation"] == "step-after"
+    assert plotted["labels"] == ["h0 (0-1)", "h1 (0-1)"]
+    assert plotted["x"].tolist() == [float(e["start"]) for e in schedule] + [float(schedule[-1]["end"])]
+    for name, line in zip(["h0", "h1"], plotted["y"].tolist()):
+        expected = [e[name] for e in schedule]
+        assert line == expected + expected[-1:]  # declared range 0-1: scaled values are the values
+    table = next(s["value"] for s in states.values()
+                 if s.get("_model_name") == "HTMLModel" and "hpt-schedule" in s["value"])
+    cells = re.findall(r"<tr><td>(\d+)-(\d+)</td><td>(\d+)</td><td>(\d+)</td>", table)
+    assert [(int(a), int(b), int(t), int(m)) for a, b, t, m in cells] == \
+        [(e["start"], e["end"], e["trial"], e["member"]) for e in schedule]
+
+
+def test_the_lineage_page_draws_a_bounded_number_of_segments_and_only_when_they_change():
+    import numpy as np
+
+    from hpt_jupyter import start
+    from hpt_jupyter.views.dashboard import Dashboard
+
+    namespace: dict = {"start": start, "Dashboard": Dashboard, "display": lambda widget: None}
+    from hpt_jupyter import tune
+
+    namespace["tune"] = tune
+    exec(PBT_RUN.replace("board = Dashboard(run)", "board = Dashboard(run, max_segments=10)")
+         .replace("run.start()", "run.start().wait()"), namespace)
+    run, board = namespace["run"], namespace["board"]
+    try:
+        board.refresh(full=True)
+        segments = run.lineage()
+        latest = segments[-10:]
+        assert np.asarray(board.lineage_lines.x).tolist() == [[float(s.start), float(s.end)] for s in latest]
+        assert len(board.lineage_links.x) == sum(1 for s in latest if s.exploited)
+        assert "the latest 10 of 40 segments" in board.lineage_note.value
+        sent = []
+        board.lineage_lines.observe(lambda change: sent.append(change["name"]), names=["x", "y", "color"])
+        board.page_picker.value = "Lineage"
+        board.refresh()
+        assert sent == []  # nothing new: not drawn again
+    finally:
+        board.close()

@@ -113,3 +113,31 @@ def test_decoders_turn_stored_labels_back_into_the_cells_values():
     rows = digest.fold(study.trials)
     assert all(row.params["model"] in objects for row in rows)
     assert all(isinstance(row.params["x"], float) for row in rows)
+
+
+def test_pruned_trials_are_reporters_but_not_scores():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=optuna.pruners.ThresholdPruner(upper=0.5))
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        for step in range(3):
+            trial.report(x, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    study.optimize(objective, n_trials=30)
+    trials = study.get_trials(deepcopy=False)
+    pruned = [t.number for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert 0 < len(pruned) < 30
+    digest = Digest(["minimize"], reporters=50)
+    rows = digest.fold(trials)
+    assert [r.number for r in rows if r.state == "pruned"] == pruned
+    assert [r.number for r in digest.reporters] == [t.number for t in trials]  # pruned ones too
+    for row in digest.reporters:
+        assert row.intermediate == (((0, row.params["x"]),) if row.number in pruned
+                                    else tuple((s, row.params["x"]) for s in range(3)))
+    assert digest.n_complete == 30 - len(pruned) and digest.count == 30
+    assert not set(pruned) & {r.number for r in digest.top}
+    assert digest.best.number == study.best_trial.number

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import html
+import math
 import threading
 import time
 import traceback
@@ -23,6 +24,9 @@ from .digest import Digest, Row, TableOrder
 from ..core.run import FINAL_STATES, PAUSED, Event, Run
 from ..core.space import ChoiceParam
 from .steer_panel import SteerPanel
+
+_PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#1b7c83", "#57606a"]
+_PRUNED_COLOUR = "#8c959f"
 
 _STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "stopping": "#9a6700", "stopped": "#57606a",
                   "finished": "#0969da", "failed": "#cf222e", "ready": "#57606a"}
@@ -60,11 +64,13 @@ def _scale_column(values: list) -> list[float]:
 class Dashboard:
     """A live view of ``run`` for a notebook cell: ``display(Dashboard(run).widget)``."""
 
-    def __init__(self, run: Run, *, interval: float = 0.25, max_rows: int = 50, max_points: int = 2000) -> None:
+    def __init__(self, run: Run, *, interval: float = 0.25, max_rows: int = 50, max_points: int = 2000,
+                 max_segments: int = 400) -> None:
         self.run = run
         self.interval = interval
         self.max_rows = max_rows
         self.max_points = max_points
+        self.max_segments = max_segments  # the lineage page draws at most the latest this many
         self.refreshes = 0
         self.refresh_seconds_max = 0.0  # the slowest pass (one page), wall time: includes waiting for the GIL
         self.refresh_cpu_seconds_max = 0.0  # the slowest pass, the refreshing thread's own CPU time
@@ -182,6 +188,8 @@ class Dashboard:
                 ("Trials", table_tab), ("Slices", slices_tab), ("Parallel", widgets.VBox([self.parallel_axis, self.parallel])),
                 ("Intermediate", self.intermediate),
                 ("Importance", widgets.VBox([self.importance_note, self.importance]))]
+        if run.scheduler is not None:  # population-based training: who cloned whom, and the schedule
+            tabs[5:5] = self._population_pages(run.scheduler.settings.population)
         # Only the chosen page is attached: a bqplot figure hidden in a Tab has no width and
         # draws negative-size rectangles (console errors in Chromium).
         self.pages = dict(tabs)
@@ -209,6 +217,49 @@ class Dashboard:
         self._writer = threading.Thread(target=context.run, args=(self._write_loop,), daemon=True,
                                         name=f"hpt-dashboard-{run.name}")
         self._writer.start()
+
+    def _population_pages(self, population: int) -> list[tuple[str, Any]]:
+        """The Lineage and Schedule pages of a PBT run (made on the main thread)."""
+        maximize = self.run.directions[0] == "maximize"
+        step_x = bqplot.LinearScale()
+        member_y = bqplot.LinearScale(min=-0.5, max=population - 0.5)
+        self.lineage_colour = bqplot.ColorScale(scheme="viridis" if maximize else "viridis_r")
+        scales = {"x": step_x, "y": member_y}
+        # One line per segment, at its member's height from its first to its last step
+        # (colour: its score); one dashed link per exploit, from the donor's line to the member
+        # that cloned its checkpoint, at the step it did.
+        self.lineage_links = bqplot.Lines(x=[], y=[], scales=scales, colors=["#57606a"], line_style="dashed",
+                                          stroke_width=1, opacities=[0.8])
+        self.lineage_lines = bqplot.Lines(x=[], y=[], scales={**scales, "color": self.lineage_colour},
+                                          stroke_width=6, tooltip=bqplot.Tooltip(fields=["name"], labels=["segment"]))
+        height = min(max(60 + 36 * population, 220), 480)
+        self.lineage = bqplot.Figure(
+            marks=[self.lineage_links, self.lineage_lines],
+            axes=[bqplot.Axis(scale=step_x, label="step"),
+                  bqplot.Axis(scale=member_y, label="member", orientation="vertical", tick_format="d",
+                              tick_values=list(range(population))),
+                  bqplot.ColorAxis(scale=self.lineage_colour, label="score", side="right",
+                                   tick_format=".3g")],
+            title="lineage: each member's segments (colour: score); dashed: a member clones another",
+            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 70},
+            layout=widgets.Layout(width="100%", height=f"{height}px"))
+        self.lineage_note = widgets.HTML()
+
+        schedule_x, schedule_y = bqplot.LinearScale(), bqplot.LinearScale(min=0, max=1)
+        self.schedule_lines = bqplot.Lines(x=[], y=[], scales={"x": schedule_x, "y": schedule_y},
+                                           interpolation="step-after", stroke_width=2, colors=_PALETTE,
+                                           display_legend=True, labels=[])
+        self.schedule = bqplot.Figure(
+            marks=[self.schedule_lines],
+            axes=[bqplot.Axis(scale=schedule_x, label="step"),
+                  bqplot.Axis(scale=schedule_y, label="within its range", orientation="vertical",
+                              tick_format=".1f")],
+            title="the best member's hyperparameters over steps (each scaled to its range: see legend)",
+            legend_location="top-right", fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
+            layout=widgets.Layout(width="100%", height="300px"))
+        self.schedule_table = widgets.HTML()
+        return [("Lineage", widgets.VBox([self.lineage, self.lineage_note])),
+                ("Schedule", widgets.VBox([self.schedule, self.schedule_table]))]
 
     # --- events (any thread): record, mark dirty; never touch widgets here ---------------
 
@@ -298,11 +349,20 @@ class Dashboard:
             "Parallel": (digest.version, digest.parallel_rows, self._draw_parallel),
             "Intermediate": (digest.version, lambda: list(digest.reporters), self._draw_intermediate),
         }
+        scheduler = self.run.scheduler
+        if scheduler is not None:  # these copy from the run (under its scheduler's lock), not the digest
+            segments = len(scheduler.lineage)
+            drawers["Lineage"] = (segments, self.run.lineage, self._draw_lineage)
+            drawers["Schedule"] = ((segments, best and best.number), lambda: self.run.best_schedule,
+                                   self._draw_schedule)
         depends_on, take, draw = drawers.get(page, (None, None, None))
         due = take is not None and self._drawn.get(page) != depends_on
+        from_run = page in ("Lineage", "Schedule")
         with self._lock:  # the run's thread waits only for these copies
             failed, complete, front = list(digest.failed), digest.n_complete, len(digest.front)
-            taken = take() if due else None
+            taken = take() if due and not from_run else None
+        if due and from_run:
+            taken = take()
         self.header.value = self._header_html(front)
         paused = self.run.state == PAUSED
         self.pause_button.description = "Resume" if paused else "Pause"
@@ -329,6 +389,9 @@ class Dashboard:
         with self._refreshing:
             marks = [self.points, self.best_line, self.front, self.parallel_lines, self.intermediate_lines,
                      self.importance_bars, self.other_slice["points"], *(s["points"] for s in self.slices.values())]
+            if self.run.scheduler is not None:
+                marks += [self.lineage_lines, self.lineage_links, self.lineage_note, self.schedule_lines,
+                          self.schedule_table]
             for widget in [self.header, self.table, self.importance_note, self.pause_button, self.stop_button,
                            *marks]:
                 widget.send_state()
@@ -459,6 +522,88 @@ class Dashboard:
             self.intermediate_lines.x = [float(s) for s in steps]
             self.intermediate_lines.y = lines
 
+    def _draw_lineage(self, segments: list) -> None:
+        """The latest ``max_segments`` segments as lines, the exploits among them as dashed links."""
+        if not segments:
+            return
+        ends = {s.number: s.end for s in segments}  # a donor's segment, to start its link where it ended
+        shown = segments[-self.max_segments:]
+        scores = [s.value for s in shown if s.value is not None]
+        worst = (min(scores) if self.run.directions[0] == "maximize" else max(scores)) if scores else 0.0
+        xs, ys, colours, labels = [], [], [], []
+        link_x, link_y = [], []
+        for s in shown:
+            xs.append([float(s.start), float(s.end)])
+            ys.append([float(s.member), float(s.member)])
+            colours.append(float(s.value) if s.value is not None else float(worst))  # failed, pruned: worst
+            labels.append(f"#{s.number} member {s.member} steps {s.start}-{s.end} "
+                          + (f"score {_fmt(s.value)}" if s.value is not None else s.state)
+                          + (f" cloned member {s.parent}" if s.exploited else ""))
+            if s.exploited and s.parent is not None:
+                link_x.append([float(ends.get(s.from_trial, s.start)), float(s.start)])
+                link_y.append([float(s.parent), float(s.member)])
+        with self.lineage_lines.hold_sync():
+            self.lineage_lines.x, self.lineage_lines.y = xs, ys
+            self.lineage_lines.color = colours
+            self.lineage_lines.labels = labels
+        with self.lineage_links.hold_sync():
+            self.lineage_links.x, self.lineage_links.y = link_x, link_y
+        exploits = sum(1 for s in segments if s.exploited)
+        shown_text = f"the latest {len(shown)} of {len(segments)} segments" if len(shown) < len(segments) \
+            else f"{len(segments)} segments"
+        self.lineage_note.value = f"<small>{html.escape(shown_text)}, {exploits} exploits in all</small>"
+
+    def _schedule_scaling(self, name: str, values: list) -> tuple[Any, str] | None:
+        """How a hyperparameter of the schedule maps to 0-1 (its declared range, else the range
+        it took), and its legend label; None for one that is not a number."""
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return None
+        param = self.run.declared_space().get(name)
+        low, high, log = getattr(param, "low", None), getattr(param, "high", None), getattr(param, "log", False)
+        if low is None or high is None:
+            low, high, log = min(values), max(values), False
+        if log and low > 0:
+            span = math.log(high) - math.log(low) or 1.0
+            return (lambda v: (math.log(v) - math.log(low)) / span), f"{name} ({low:g}-{high:g}, log)"
+        span = (high - low) or 1.0
+        return (lambda v: (v - low) / span), f"{name} ({low:g}-{high:g})"
+
+    def _draw_schedule(self, schedule: list[dict]) -> None:
+        """The best member's hyperparameters as step lines over its steps, and as a table."""
+        if not schedule:
+            return
+        names: list[str] = []
+        for entry in schedule:
+            names.extend(k for k in entry if k not in ("trial", "member", "start", "end", "value") and k not in names)
+        xs = [float(e["start"]) for e in schedule] + [float(schedule[-1]["end"])]
+        ys, labels = [], []
+        for name in names:
+            values = [e.get(name) for e in schedule]
+            scaling = self._schedule_scaling(name, [v for v in values if v is not None])
+            if scaling is None or any(v is None for v in values):
+                continue  # a choice or a conditional knob: in the table only
+            scale, label = scaling
+            line = [float(scale(v)) for v in values]
+            ys.append(line + line[-1:])
+            labels.append(label)
+        with self.schedule_lines.hold_sync():
+            self.schedule_lines.x = xs
+            self.schedule_lines.y = ys
+            self.schedule_lines.labels = labels
+        shown = schedule[-100:]
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["steps", "#", "member", *names, "score"])
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in
+                             [f"{e['start']}-{e['end']}", str(e["trial"]), str(e["member"]),
+                              *[_fmt(e.get(n)) for n in names], _fmt(e["value"])]) + "</tr>"
+            for e in shown)
+        best = schedule[-1]
+        note = (f"member {best['member']}'s training: {len(schedule)} segments back through the members it cloned"
+                + (f", the latest {len(shown)} shown" if len(shown) < len(schedule) else ""))
+        self.schedule_table.value = (f"<div style='max-height:240px;overflow:auto'><table class='hpt-schedule'>"
+                                     f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+                                     f"<small>{html.escape(note)}</small>")
+
     def _note_importance(self, complete: int) -> None:
         if self.run.is_multi_objective:
             self.importance_note.value = "Importance is shown for single-objective studies."
@@ -518,7 +663,7 @@ class Dashboard:
             f"<b>{html.escape(run.name)}</b>",
             f"<span style='color:{colour}'>&#9679; {html.escape(run.state)}</span>",
             f"{html.escape(run.sampler_name)} · {html.escape('/'.join(run.directions))}"
-            + html.escape(run.slots_text()),
+            + html.escape(run.slots_text()) + html.escape(run.scheduler_text()),
             f"{run.n_finished}{budget} trials" + (f" ({len(running)} running)" if running else ""),
             best_text,
             # whole seconds while running: the header then changes (and is sent) once a second
@@ -528,6 +673,8 @@ class Dashboard:
         ]
         if run.n_failed:
             parts.insert(4, f"<span style='color:#cf222e'>{run.n_failed} failed</span>")
+        if run.n_pruned:
+            parts.insert(4, f"<span style='color:{_PRUNED_COLOUR}'>{run.n_pruned} pruned</span>")
         if run.reason and run.state in FINAL_STATES:
             parts.append(html.escape(run.reason))
         return ("<div class='hpt-header' style='font-family:var(--jp-ui-font-family, sans-serif)'>"
@@ -591,6 +738,11 @@ class Dashboard:
             style = " style='background:#ddf4ff;font-weight:600'" if row.number == best_number else ""
             if row.state == "fail":
                 style = " style='color:#cf222e'"
+            elif row.state == "pruned":
+                last = f" at step {row.intermediate[-1][0]} (last reported {_fmt(row.intermediate[-1][1])})" \
+                    if row.intermediate else ""
+                style = (f" class='hpt-pruned' style='color:{_PRUNED_COLOUR};font-style:italic'"
+                         f" title='{html.escape('pruned' + last)}'")
             body.append(f"<tr{style}>{cells}</tr>")
         note = f"showing {len(shown)} of {total} trials" if total > len(shown) else f"{total} trials"
         self.table.value = (f"<div style='max-height:320px;overflow:auto'><table class='hpt-trials'>"

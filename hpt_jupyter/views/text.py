@@ -57,6 +57,45 @@ def best_trials_table(run: Run, top: int = 5) -> str:
     return "\n".join(lines)
 
 
+def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+
+
+def best_schedule_table(run: Run, limit: int = 10) -> str:
+    """Under population-based training, the best member's schedule as an aligned text table:
+    one row per stretch of steps with the same member and hyperparameters (steps, member,
+    hyperparameters, the score at its end); "" for other runs or before a segment completed."""
+    if run.scheduler is None:
+        return ""
+    schedule = run.best_schedule
+    if not schedule:
+        return ""
+    fixed = ("trial", "member", "start", "end", "value")
+    names: list[str] = []
+    for entry in schedule:
+        names.extend(k for k in entry if k not in fixed and k not in names)
+    stretches: list[dict[str, Any]] = []  # consecutive segments that changed nothing, merged
+    for entry in schedule:
+        last = stretches[-1] if stretches else None
+        if last is not None and last["member"] == entry["member"] \
+                and all(last.get(n) == entry.get(n) for n in names):
+            last.update(end=entry["end"], value=entry["value"], trial=entry["trial"])
+        else:
+            stretches.append(dict(entry))
+    header = ["steps", "member", *names, "value"]
+    rows = [[f"{e['start']}-{e['end']}", str(e["member"]), *(_fmt(e[n]) if n in e else "-" for n in names),
+             _fmt(e["value"]) if e["value"] is not None else "-"] for e in stretches]
+    skipped = 0
+    if len(rows) > limit:  # the start and the latest stretches: where it began, where it got to
+        skipped = len(rows) - limit
+        rows = rows[:2] + [["…", *[""] * (len(header) - 1)]] + rows[-(limit - 2):]
+    title = (f"Best member's schedule (member {schedule[-1]['member']}, trial #{schedule[-1]['trial']}; "
+             f"{len(schedule)} segments, a row where the member or its hyperparameters changed"
+             + (f", {skipped} rows not shown" if skipped else "") + "):")
+    return "\n".join([title, *_aligned(header, rows)])
+
+
 class TextReporter:
     """Subscribes to a run and prints to ``stream`` (default: ``sys.stdout`` at print time)."""
 
@@ -90,7 +129,8 @@ class TextReporter:
         todo = f"{run.budget - run.n_finished} trials" if run.budget is not None else "trials"
         limit = f" for up to {run.timeout:g}s" if run.timeout else ""
         self._write(f"{self._close_line()}Tuning '{run.name}' · {run.sampler_name} · {'/'.join(run.directions)}"
-                    f" · {event.message} · running {todo}{limit} in the background{run.slots_text()}\n")
+                    f"{run.scheduler_text()} · {event.message} · running {todo}{limit} in the background"
+                    f"{run.slots_text()}\n")
         self._last_print = time.monotonic()
 
     def _on_trial_finished(self, event: Event) -> None:
@@ -126,5 +166,7 @@ class TextReporter:
         prefix = self._close_line()
         if run.n_run:
             prefix += f"\r  {run.progress()}\n"
+        schedule = best_schedule_table(run)
         self._write(f"{prefix}'{run.name}' {run.state}: {event.message}. "
-                    f"{run.n_run} trials run in {run.elapsed:.1f}s.\n{best_trials_table(run, self.top)}\n")
+                    f"{run.n_run} trials run in {run.elapsed:.1f}s.\n{best_trials_table(run, self.top)}\n"
+                    + (f"{schedule}\n" if schedule else ""))
