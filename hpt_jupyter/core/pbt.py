@@ -27,18 +27,12 @@ from typing import Any, NamedTuple
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import TuneError
-from .space import ChoiceParam, FloatParam, IntParam, Param
+from .space import ChoiceParam, FloatParam, IntParam, Param, SegmentEnd
+
+__all__ = ["SegmentEnd", "PBTSettings", "PopulationScheduler", "make_scheduler"]
 
 PBT_KEY = "hpt:pbt"  # a segment's user attribute: {member, parent, from_trial, exploited, start}
 SEGMENT_END = "segment_end"  # TrialContext.report's answer when a PBT segment has had its reports
-
-
-class SegmentEnd(Exception):
-    """Raised by ``tune.report`` when a PBT segment is over: the trial completes with ``value``."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__(f"segment over at value {value!r}")
-        self.value = value
 
 
 @dataclass(frozen=True)
@@ -218,6 +212,7 @@ class SegmentPlan:
     reports: int = 0
     last_value: float | None = None
     checkpoint: bytes | None = None
+    curve: dict[int, float] | None = None  # an exploit: the donor's curve as of the clone
 
     def attrs(self) -> dict[str, Any]:
         return {"member": self.member, "parent": self.parent, "from_trial": self.from_trial,
@@ -248,11 +243,22 @@ class Member:
     next_step: int = 0
     finished: bool = False
     running: bool = False
+    curve: dict[int, float] = field(default_factory=dict)  # step -> score, along its lineage
+
+    def score_at(self, step: int) -> float | None:
+        """Its score at ``step`` (the latest at or before it), so that members are compared at
+        the same point of training; its latest score when it has not got that far."""
+        reached = [s for s in self.curve if s <= step]
+        return self.curve[max(reached)] if reached else self.score
 
 
 def _steps(trial: FrozenTrial, plan_start: int) -> tuple[int, int]:
+    """The first and last step a segment reported; a segment that reported nothing (its
+    member's loop had already ended) sits at the last step of the state it continued."""
     steps = list(trial.intermediate_values)
-    return (min(steps), max(steps)) if steps else (plan_start, plan_start)
+    if steps:
+        return min(steps), max(steps)
+    return max(plan_start - 1, 0), max(plan_start - 1, 0)
 
 
 class PopulationScheduler:
@@ -303,16 +309,24 @@ class PopulationScheduler:
             return plan
 
     def _continue(self, member: Member, space: dict[str, Param]) -> SegmentPlan:
-        ranked = [m for m in self.members if m.score is not None and not m.finished and m.last_trial is not None]
-        ranked.sort(key=lambda m: m.score, reverse=self.maximize)  # best first
-        count = math.ceil(len(ranked) * self.settings.quantile)
-        if count > len(ranked) / 2:
-            count = len(ranked) // 2
-        lower = ranked[len(ranked) - count:] if count else []
+        # Members are ranked at the step this member has reached: a member that has trained
+        # longer is not better for that alone.
+        step = max(member.curve) if member.curve else member.next_step - 1
+        scored = [(m.score_at(step) if m is not member else m.score, m) for m in self.members
+                  if m.score is not None and not m.finished and m.last_trial is not None]
+        sign = -1 if self.maximize else 1
+        # best first; ties in random order (members that score the same are equally good
+        # donors: in the PBT paper's toy problem the two members tie at every step)
+        ties = {m.index: self.random.random() for _, m in scored}
+        scored.sort(key=lambda pair: (sign * pair[0], ties[pair[1].index]))
+        count = math.ceil(len(scored) * self.settings.quantile)
+        if count > len(scored) / 2:
+            count = len(scored) // 2
+        lower = [m for _, m in scored[len(scored) - count:]] if count else []
         if member in lower:
-            donor = self.random.choice(ranked[:count])
+            donor = self.random.choice([m for _, m in scored[:count]])
             return SegmentPlan(member.index, self.explore(donor.params, space), donor.last_trial, donor.index,
-                               exploited=True, start=donor.next_step)
+                               exploited=True, start=donor.next_step, curve=dict(donor.curve))
         return SegmentPlan(member.index, dict(member.params), member.last_trial, member.index,
                            start=member.next_step)
 
@@ -381,6 +395,10 @@ class PopulationScheduler:
         if trial.state != TrialState.COMPLETE or plan.member >= len(self.members):
             return  # a failed segment: the member tries again from where it was
         member = self.members[plan.member]
+        if plan.exploited:  # its history is now the donor's, up to where it took over
+            donor = plan.curve if plan.curve is not None else self.members[plan.parent].curve
+            member.curve = {step: value for step, value in donor.items() if step < plan.start}
+        member.curve.update(trial.intermediate_values)
         if keep_checkpoint and plan.checkpoint is not None:
             self.checkpoints.save(trial.number, plan.checkpoint)
         member.score = trial.value

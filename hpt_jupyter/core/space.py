@@ -172,6 +172,14 @@ def make_choice(name: str | None, options: Any) -> ChoiceParam:
     return ChoiceParam(name or "", options, labels)
 
 
+class SegmentEnd(Exception):
+    """Raised by ``tune.report`` when a PBT segment is over: the trial completes with ``value``."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(f"segment over at value {value!r}")
+        self.value = value
+
+
 # --- the trial context ----------------------------------------------------------------
 
 class TrialContext:
@@ -372,8 +380,6 @@ class Tune:
         context = _context_or_error("report")
         verdict = context.report(value, step)
         if verdict == "segment_end":
-            from .pbt import SegmentEnd
-
             raise SegmentEnd(value)
         if verdict:
             raise optuna.TrialPruned(f"pruned at step {step}")

@@ -10,7 +10,7 @@ import optuna
 
 from ...errors import TuneError
 from ..score import check_score, format_failure
-from ..space import set_context
+from ..space import SegmentEnd, set_context
 from .base import Executor, Outcome, SlotRunner, TrialRequest
 
 
@@ -26,8 +26,6 @@ def takes_trial(objective: Callable[..., Any]) -> bool:
 
 def evaluate(objective: Callable[..., Any], wants_trial: bool, trial: Any, n_directions: int) -> Outcome:
     """Call the objective in this thread, with the trial context already set."""
-    from ..pbt import SegmentEnd
-
     try:
         result = objective(trial) if wants_trial else objective()
     except SegmentEnd as end:  # a PBT segment had its reports: scored by the last one
