@@ -439,3 +439,33 @@ def test_pruning_and_pbt_checkpoints_on_a_dask_cluster():
         assert run.n_complete == 12, (run.status(), run.failures)
         _check_lineage(run, 2)  # every continuing segment started where its checkpoint ended
         assert any(s.from_trial is not None for s in run.lineage())
+
+
+def test_pbt_compares_members_at_the_same_step():
+    """A member that is behind is not worse for that alone: with scores that rise with training,
+    a member clones only one that scores at least as well at the same step."""
+    def objective():
+        x = tune.float(0, 1)
+        step = tune.restore() or 0
+        while step < 40:
+            step += 1
+            tune.checkpoint(step)
+            tune.report(step + 0.01 * x, step)
+        return step + 0.01 * x
+
+    # exploring keeps the values (factor 1, no resampling); member 2 is the best at every step, and
+    # with one trial at a time it is the last of each round: the others are ahead of it
+    run = start(objective, n_trials=60, direction="maximize", seed=0, storage="memory", report=False,
+                name="same-step", scheduler="pbt(resample_probability=0.0, factors=(1.0,))", population=3,
+                interval=2, launch=False)
+    for x in (0.5, 0.0, 1.0):
+        run.study.enqueue_trial({"x": x})
+    run.start().wait()
+    lineage = run.lineage()
+    exploits = [s for s in lineage if s.exploited]
+    assert exploits
+    for segment in exploits:  # x is kept by exploring: the clone has the donor's x
+        own = max((s for s in lineage if s.member == segment.member and s.number < segment.number),
+                  key=lambda s: s.number)
+        assert segment.params["x"] >= own.params["x"], (segment, own)  # never a worse member's
+    assert {s.params["x"] for s in lineage[-3:]} == {1.0}  # the best spread to the whole population
