@@ -10,5 +10,7 @@ bench: setup
 	.venv/bin/python benchmarks/overhead.py
 	.venv/bin/python benchmarks/storage.py
 	.venv/bin/python benchmarks/parallel.py
+	.venv/bin/python benchmarks/pruning.py
+	.venv/bin/python benchmarks/pbt.py
 lab: setup
 	.venv/bin/jupyter lab notebooks/quickstart.ipynb
