@@ -17,6 +17,7 @@ from .core.pruners import make_pruner
 from .core.run import NARROWINGS_KEY, Run
 from .core.samplers import make_sampler
 from .core.space import tune
+from .core.stopping import AutoStop, check_stop
 from .core.storage import fail_orphaned_trials, resolve_storage, store_file, this_owner
 from .errors import TuneError
 from .views.text import TextReporter
@@ -145,6 +146,7 @@ def start(
     scheduler: str | PBTSettings | None = None,
     population: int | None = None,
     interval: int | None = None,
+    stop: str | None = None,
 ) -> Run:
     """Start tuning ``objective`` in a background thread and return its :class:`Run`.
 
@@ -165,7 +167,11 @@ def start(
     ``pruner`` decides when ``tune.report`` ends a trial: a name ("median", "percentile", "sha",
     "hyperband", "threshold", "patient", "wilcoxon", or "none", the default) with optional
     settings (``"hyperband(min_resource=1, reduction_factor=3)"``), or an Optuna pruner.
-    ``patience`` ends the study after that many complete trials without improvement.
+    ``patience`` ends the study after that many complete trials without improvement;
+    ``stop="auto"`` ends it when Optuna's Terminator judges that more trials are unlikely to
+    pay (record fold scores with ``tune.cv_scores(scores)`` for its best yardstick).
+    ``sampler="auto"`` chooses Optuna's sampler by the space, the budget and the objectives as
+    the study goes (``hpt_jupyter/core/auto.py``); ``run.sampler_text()`` says what and why.
 
     ``scheduler="pbt"`` trains a population of ``population`` members (default 4) by
     population-based training: each trial is a segment of ``interval`` ``tune.report`` steps
@@ -174,6 +180,7 @@ def start(
     """
     directions = [direction] if isinstance(direction, str) else list(direction)
     check_options(n_trials, timeout, directions, max_failures, target, seed, mode, patience)
+    check_stop(stop, len(directions))
     pruner_object, pruner_name = make_pruner(pruner)
     pbt = make_scheduler(scheduler, population, interval)
     if pbt is not None:
@@ -208,10 +215,13 @@ def start(
                 raise TuneError("--sampler grid needs the search space up front: pass search_space={...}.")
             return cell.grid_space()
 
-        sampler_object, sampler_name = make_sampler(sampler, seed, len(directions), grid)
+        time_budget = n_trials is None and timeout is not None
+        budget = n_trials if n_trials is not None or time_budget else DEFAULT_TRIALS
+        sampler_object, sampler_name = make_sampler(sampler, seed, len(directions), grid, budget, time_budget)
 
         def narrowed_sampler(k: int) -> BaseSampler:  # the k-th narrowing's study: same kind, own seed
-            return make_sampler(sampler, None if seed is None else seed + k, len(directions), grid)[0]
+            return make_sampler(sampler, None if seed is None else seed + k, len(directions), grid,
+                                budget, time_budget)[0]
 
         sampler_factory = narrowed_sampler
     if n_trials is None and timeout is None and not isinstance(sampler_object, optuna.samplers.GridSampler):
@@ -229,7 +239,7 @@ def start(
               trial_timeout=trial_timeout, seed=seed, max_failures=max_failures, cell=cell,
               owner=this_owner() if persistent else None, opened=opened, sampler_name=sampler_name,
               sampler_factory=sampler_factory, patience=patience, pruner_name=pruner_name,
-              scheduler=population_scheduler)
+              scheduler=population_scheduler, auto_stop=AutoStop(seed) if stop else None)
     tune._register(run)
     if report:
         TextReporter(run, stream=stream)

@@ -43,7 +43,7 @@ _CONTROL_ATTRIBUTES = {"stop", "pause", "resume", "extend", "wait", "state", "na
                        "overrides", "effective_space", "declared_space",
                        # what runs where, now
                        "running_trials", "executor", "trial_timeout", "slots_text", "scheduler_text",
-                       "pruner_name", "patience"}
+                       "pruner_name", "patience", "sampler_text", "auto_stop"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,8 +61,8 @@ def _parser() -> _Parser:
     p.add_argument("--direction", nargs="+", default=["minimize"], metavar="{minimize,maximize}",
                    help="one per score; several make the study multi-objective (default minimize)")
     p.add_argument("--sampler", default="auto", choices=SAMPLERS,
-                   help="Optuna's sampler of that name with Optuna's defaults; auto: TPE, or NSGA-II "
-                        "for several objectives")
+                   help="Optuna's sampler of that name with Optuna's defaults; auto (default) chooses "
+                        "by the space, the budget and the objectives as the study goes, and says why")
     p.add_argument("--pruner", metavar="NAME",
                    help="early stopping of trials that tune.report badly: " + ", ".join(PRUNERS)
                         + "; settings as \"hyperband(min_resource=1, reduction_factor=3)\" (default none)")
@@ -73,6 +73,9 @@ def _parser() -> _Parser:
     p.add_argument("--interval", type=int, metavar="K",
                    help="with --scheduler pbt: tune.report steps per segment, between exploits (default 5)")
     p.add_argument("--patience", type=int, metavar="N", help="stop after N complete trials without improvement")
+    p.add_argument("--stop", metavar="auto",
+                   help="auto: end the study when Optuna's Terminator judges more trials unlikely to pay "
+                        "(tune.cv_scores(scores) gives it the folds' spread)")
     p.add_argument("--seed", type=int, help="seed of the sampler: same seed, same trials")
     p.add_argument("--name", help="study name (default: the knobs' names and a hash of the space)")
     p.add_argument("--storage", metavar="URL",
@@ -335,7 +338,7 @@ class TuneMagics(Magics):
             report=not args.quiet and not dashboard, launch=False, jobs=args.jobs, backend=args.backend,
             cluster=args.cluster, trial_timeout=args.trial_timeout, pruner=args.pruner,
             patience=args.patience, scheduler=args.scheduler, population=args.population,
-            interval=args.interval,
+            interval=args.interval, stop=args.stop,
         )
         self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
         bridge = bridge_of(shell)

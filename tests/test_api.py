@@ -103,7 +103,10 @@ def test_multi_objective():
 
     run = optimize(objective, n_trials=12, direction=["minimize", "minimize"], storage="memory",
                    report=False, seed=1)
-    assert run.sampler_name == "nsga2" and run.n_complete == 12
+    assert run.sampler_name == "auto" and run.n_complete == 12
+    # two numeric objectives, few trials: auto runs Optuna's multi-objective GP after its warm-up
+    assert run.sampler_text().startswith("auto: gp (1 numeric knob, 2 objectives")
+    assert [t.system_attrs["hpt:sampler"] for t in run.study.trials][-1] == "gp"
     assert len(run.best_value) == 2 and run.best_trial in run.study.best_trials
 
 
@@ -185,15 +188,16 @@ def test_bad_options_are_refused_before_any_study():
     assert "bad" not in tune.runs or tune.runs["bad"].n_finished == 0
 
 
-def test_gp_sampler_names_the_extra_when_torch_is_missing():
+def test_gp_sampler_names_the_extra_when_torch_is_missing(monkeypatch):
     import importlib.util
 
-    if importlib.util.find_spec("torch") is None:
-        with pytest.raises(TuneError, match=r"pip install 'hpt-jupyter\[gp\]'"):
-            start(quadratic, sampler="gp", storage="memory", report=False)
-    else:
-        run = optimize(quadratic, sampler="gp", n_trials=3, storage="memory", report=False)
-        assert run.n_complete == 3
+    # The tests install PyTorch; this hides it, as a machine without the gp extra lacks it.
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    with pytest.raises(TuneError, match=r"pip install 'hpt-jupyter\[gp\]'"):
+        start(quadratic, sampler="gp", storage="memory", report=False)
+    with pytest.raises(TuneError, match=r"--stop auto needs PyTorch"):
+        start(quadratic, stop="auto", storage="memory", report=False)
 
 
 def test_journal_store_resumes_counts_the_budget_and_starts_over(tmp_path):
@@ -257,7 +261,7 @@ def test_the_core_imports_no_ipython_and_no_widgets():
     ("qmc", lambda seed: optuna.samplers.QMCSampler(seed=seed)),
     ("cmaes", lambda seed: optuna.samplers.CmaEsSampler(seed=seed)),
     ("nsga2", lambda seed: optuna.samplers.NSGAIISampler(seed=seed)),
-    ("auto", lambda seed: optuna.samplers.TPESampler(seed=seed)),
+    ("gp", lambda seed: optuna.samplers.GPSampler(seed=seed)),
 ])
 def test_every_named_sampler_is_optunas_own_with_its_defaults(name, make):
     import warnings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -207,7 +208,7 @@ def test_dashboard_renders_fills_and_stops_in_jupyterlab(lab, page):
         "[...document.querySelectorAll('.widget-html-content')].some(e => e.textContent.includes('● stopped'))",
         timeout=15_000)
     text = header.inner_text()
-    finished = int(text.split(" trials")[0].split("·")[-1].split("/")[0])
+    finished = int(re.search(r"(\d+)/\d+ trials", text).group(1))
     assert 15 <= finished < 400
     page.screenshot(path=str(ARTIFACTS / "dashboard-stopped.png"))
 

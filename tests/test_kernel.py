@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import optuna
@@ -15,7 +14,7 @@ from kernel import Kernel
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SLOW_CELL = """%%tune -n {n} --storage memory --seed 0 --name slow
+SLOW_CELL = """%%tune -n {n} --storage memory --seed 0 --name slow --sampler random
 a = tune.float(0, 1)
 k = tune.choice(["x", "y"])
 import time; time.sleep({sleep})
@@ -139,7 +138,8 @@ def test_ipython_syntax_prints_and_multiple_objectives_in_a_tune_cell(kernel):
     kernel.run("%tune wait mo")
     later = kernel.later_output(reply.msg_id)
     assert later.stdout.count("trial says shell-works") == 6  # prints from trials land under the tune cell
-    assert kernel.value("(tune.last.sampler_name, tune.last.n_complete, len(tune.last.best_value))") == ("nsga2", 6, 2)
+    assert kernel.value("(tune.last.sampler_name, tune.last.n_complete, len(tune.last.best_value))") == ("auto", 6, 2)
+    assert kernel.value("tune.last.sampler_text()").startswith("auto: gp")  # numeric two-objective space
 
 
 def test_rerunning_a_cell_whose_study_still_runs_says_so(kernel):
@@ -197,6 +197,8 @@ BAD_CELLS = [
     ("%%tune\nprint(tune.float(0, 1))\n1", "cannot tell what to call"),
     ("%%tune\nfor i in range(2):\n    u = tune.int(1, 3)\nu", "inside a loop"),
     ("%%tune\nx = (\n", "syntax error"),
+    ("%%tune --stop soon\nx = tune.float(0, 1)\nx", "--stop 'soon' is not a rule I know"),
+    ("%%tune --stop auto --direction minimize maximize\nx = tune.float(0, 1)\nx, x", "--stop auto weighs one score"),
 ]
 
 
@@ -211,12 +213,40 @@ def test_each_bad_input_gets_one_clear_message_and_no_trial_runs(kernel):
     assert kernel.value("len(tune.runs)") == 0
 
 
-def test_gp_sampler_without_torch_names_the_extra(kernel):
-    reply = kernel.run("%%tune --sampler gp -n 2 --storage memory\nx = tune.float(0, 1)\nx")
-    if importlib.util.find_spec("torch") is None:
-        assert reply.error and "pip install 'hpt-jupyter[gp]'" in reply.error["evalue"]
-    else:
-        assert reply.error is None
+def test_gp_sampler_gives_exactly_optunas_gp_trials(kernel):
+    cell = ("%%tune -n 14 --sampler gp --seed 4 --storage memory --name gp\n"
+            "a = tune.float(-3, 3)\nb = tune.int(1, 10)\nc = tune.choice(['x', 'y'])\n"
+            "(a - 1) ** 2 + b + (c == 'y')\n")
+    assert kernel.run(cell).error is None
+    kernel.run("%tune wait gp")
+    ours = kernel.value("[t.params for t in tune.runs['gp'].study.trials]")
+    bare = kernel.value(
+        "(lambda s: (s.optimize(lambda t: (t.suggest_float('a', -3, 3) - 1) ** 2 + t.suggest_int('b', 1, 10)"
+        " + (t.suggest_categorical('c', ['x', 'y']) == 'y'), n_trials=14), [t.params for t in s.trials])[1])"
+        "(__import__('optuna').create_study(sampler=__import__('optuna').samplers.GPSampler(seed=4)))"
+    )
+    assert len(ours) == 14 and ours == bare
+
+
+def test_auto_sampler_and_auto_stop_say_what_they_do(kernel):
+    kernel.run("from sklearn.datasets import load_wine\nfrom sklearn.linear_model import LogisticRegression\n"
+               "from sklearn.model_selection import cross_val_score\nfrom sklearn.pipeline import make_pipeline\n"
+               "from sklearn.preprocessing import StandardScaler\nX, y = load_wine(return_X_y=True)")
+    reply = kernel.run(
+        "%%tune -n 80 --direction maximize --sampler auto --stop auto --seed 0 --storage memory --name wine\n"
+        "C = tune.float(1e-4, 1e2, log=True)\n"
+        "scores = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=500)), X, y, cv=5)\n"
+        "tune.cv_scores(scores)\n"
+        "scores.mean()\n")
+    assert reply.error is None, reply.error_text
+    kernel.run("%tune wait wine")
+    status = kernel.run("%tune status wine").stdout
+    assert "auto: gp (1 numeric knob" in status and "stop auto" in status, status
+    assert "more trials are unlikely to pay" in status and "cross-validation folds" in status, status
+    assert kernel.value("tune.last.n_finished") < 80
+    board = kernel.widgets(reply.msg_id, 1.0).values()
+    header = next(s["value"] for s in board if s.get("_model_name") == "HTMLModel" and "sampler" in s["value"])
+    assert "auto: gp (" in header and "stop auto" in header and "more trials are unlikely to pay" in header
 
 
 def test_a_mistake_in_computed_arguments_stops_the_study_at_the_first_trial(kernel):

@@ -142,7 +142,7 @@ def test_trial_timeout_ends_a_sleeping_trial(kernel, backend):
     kernel.run("%tune wait slow", timeout=180)
     assert time.monotonic() - started < 60
     states = kernel.value("{t.number: t.state.name for t in tune.last.trials(states=None)}")
-    assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE", 3: "COMPLETE"}, states
+    assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE", 3: "COMPLETE"}, (states, kernel.value("tune.last.failures"))
     assert "--trial-timeout 2s" in kernel.value("tune.last.failures[0][1]")
 
 

@@ -202,6 +202,8 @@ class Engine:
         if run.max_failures and run._consecutive_failures >= run.max_failures:
             last = run.failures[-1][1] if run.failures else ""
             return f"{run._consecutive_failures} consecutive failures; last: {last}"
+        if run._auto_stop_reason is not None:
+            return run._auto_stop_reason
         if run.patience is not None and run._since_improvement >= run.patience:
             return f"no improvement in {run.patience} complete trials (--patience {run.patience})"
         if any(segment.study._stop_flag for segment in run.segments[-1:]):
@@ -233,7 +235,9 @@ class Engine:
                     # draw from the trial's own seed: the same finish order gives the same trials.
                     reseed = functools.partial(reseed_for_trial, study.sampler, self.trial_seed, number)
                     reseed("<relative>")
-                    trial.relative_params  # noqa: B018 - evaluated here, under the lock
+                # The joint sample (a GP's fit, a second on a big history) is drawn here, before the
+                # trial is sent: neither --trial-timeout nor the trial's time counts the sampler's.
+                trial.relative_params  # noqa: B018 - evaluated here, under the lock
                 ask_seconds = time.perf_counter() - start
         except BaseException:
             with run._condition:
@@ -265,6 +269,21 @@ class Engine:
                 run._condition.notify_all()
         if outcome.space_error is not None:
             raise TuneError(outcome.space_error)
+        if run.auto_stop is not None and outcome.values is not None and not outcome.pruned \
+                and outcome.failure is None:
+            self._ask_auto_stop(study)
+
+    def _ask_auto_stop(self, study: optuna.Study) -> None:
+        """``--stop auto``: the Terminator's verdict after a complete trial. Its Gaussian process
+        is fitted outside the study lock, so other slots go on asking and telling meanwhile."""
+        run = self.run
+        with self.study_lock:
+            trials = study.get_trials(deepcopy=False)
+        reason = run.auto_stop.verdict(trials, run.directions[0] == "maximize")
+        if reason is not None:
+            with run._condition:
+                run._auto_stop_reason = reason
+                run._condition.notify_all()
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, number: int, outcome: Any,
               ask_seconds: float, objective_seconds: float, context: TrialContext) -> None:

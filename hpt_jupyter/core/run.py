@@ -21,10 +21,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import TuneError
+from .auto import AutoSampler
 from .engine import FINAL_STATES, FINISHED, PAUSED, READY, RUNNING, STOPPING, Engine
 from .executors.base import Executor
 from .pbt import LineageSegment, PopulationScheduler
 from .space import ChoiceParam, Param
+from .stopping import AutoStop
 from .steered import NARROWINGS_KEY, Segment, Steering, _same, _space_of
 from .storage import TRACEBACK_KEY
 
@@ -82,6 +84,7 @@ class Run(Steering):
         patience: int | None = None,
         pruner_name: str = "none",
         scheduler: PopulationScheduler | None = None,
+        auto_stop: AutoStop | None = None,
     ) -> None:
         self.name = name
         self.study = study  # the study trials are asked from: the named one, or its latest narrowing
@@ -104,6 +107,8 @@ class Run(Steering):
         self._front: list[list[float]] = []  # several objectives: the values on the Pareto front
         self.pruner_name = pruner_name
         self.scheduler = scheduler  # population-based training, or None
+        self.auto_stop = auto_stop  # --stop auto: Optuna's Terminator, or None
+        self._auto_stop_reason: str | None = None
         self._engine: Engine | None = None
         self._owner = owner
         self._subscribers: list[Callable[[Event], None]] = []
@@ -233,12 +238,32 @@ class Run(Steering):
         with self.scheduler.lock:
             return [self.scheduler.lineage[n] for n in sorted(self.scheduler.lineage)]
 
+    def sampler_text(self) -> str:
+        """The sampler's name; for ``auto``, what it runs now and why:
+        ``auto: gp (6 numeric knobs, 23 trials: few trials, a GP is the most sample-efficient)``."""
+        sampler = self.study.sampler
+        if isinstance(sampler, AutoSampler):
+            return f"auto: {sampler.describe()}"
+        return self.sampler_name
+
+    def samplers_used(self) -> dict[str, int]:
+        """Under ``auto``: how many trials each sampler it chose sampled, in order of first use."""
+        from .auto import SAMPLER_ATTR
+
+        used: dict[str, int] = {}
+        for trial in self.trials(states=None):
+            kind = trial.system_attrs.get(SAMPLER_ATTR)
+            if kind is not None:
+                used[kind] = used.get(kind, 0) + 1
+        return used
+
     def scheduler_text(self) -> str:
-        """What decides when trials stop: `` · PBT · population 4 · every 5 steps``,
-        `` · pruner hyperband``, or nothing."""
+        """What decides when trials (and the study) stop: `` · PBT · population 4 · every 5
+        steps``, `` · pruner hyperband``, `` · stop auto``, or nothing."""
+        text = "" if self.auto_stop is None else " · stop auto"
         if self.scheduler is not None:
-            return f" · {self.scheduler.settings.describe()}"
-        return "" if self.pruner_name == "none" else f" · pruner {self.pruner_name}"
+            return f" · {self.scheduler.settings.describe()}{text}"
+        return text if self.pruner_name == "none" else f" · pruner {self.pruner_name}{text}"
 
     def pareto_front(self) -> list[FrozenTrial]:
         """The complete trials no other complete trial beats in every objective."""
@@ -329,7 +354,7 @@ class Run(Steering):
         line = f"{self.name}: {self.state}"
         if self.reason and self.state in FINAL_STATES:
             line += f" ({self.reason})"
-        what = f"{self.sampler_name}{self.scheduler_text()} · {'/'.join(self.directions)}"
+        what = f"{self.sampler_text()}{self.scheduler_text()} · {'/'.join(self.directions)}"
         return f"{line} · {what} · {self.progress()}"
 
     def __repr__(self) -> str:
@@ -355,6 +380,7 @@ class Run(Steering):
             if self.started_at is None:
                 self.started_at = time.monotonic()
             self._since_improvement = 0  # --patience counts within each start (+N restarts it)
+            self._auto_stop_reason = None  # as does --stop auto: +N asks for more trials regardless
             self._done.clear()
         with self._steer_lock:
             self._loop_takes_steering = True
@@ -418,6 +444,8 @@ class Run(Steering):
             alive = self.is_alive and not self._stop_requested
             base = self.budget if alive and self.budget is not None else self.n_finished
             self.budget = base + int(n)
+            if isinstance(self.study.sampler, AutoSampler):
+                self.study.sampler.budget = self.budget
             self._condition.notify_all()
         self._emit("budget")
         if not self.is_alive:

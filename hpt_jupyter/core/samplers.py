@@ -10,6 +10,7 @@ import optuna
 from optuna.samplers import BaseSampler
 
 from ..errors import TuneError
+from .auto import AutoSampler
 
 SAMPLERS = ("auto", "tpe", "random", "grid", "gp", "cmaes", "qmc", "nsga2")
 
@@ -18,18 +19,15 @@ _NEEDS = {"gp": (("torch", "scipy"), "gp"), "cmaes": (("cmaes",), "cmaes")}
 _SINGLE_OBJECTIVE_ONLY = ("cmaes",)
 
 
-def auto_sampler_name(n_objectives: int) -> str:
-    """The rule behind ``--sampler auto``: TPE for one objective, NSGA-II for several."""
-    return "nsga2" if n_objectives > 1 else "tpe"
-
-
 def make_sampler(name: str, seed: int | None, n_objectives: int,
-                 grid: Callable[[], dict[str, list]] | None = None) -> tuple[BaseSampler, str]:
-    """``(sampler, name)`` for ``--sampler name``; ``grid`` gives the grid when it is needed."""
+                 grid: Callable[[], dict[str, list]] | None = None, budget: int | None = None,
+                 time_budget: bool = False) -> tuple[BaseSampler, str]:
+    """``(sampler, name)`` for ``--sampler name``; ``grid`` gives the grid when it is needed.
+    ``auto`` also weighs the budget (``budget`` trials, or only a time limit: ``time_budget``)."""
     if name not in SAMPLERS:
         raise TuneError(f"--sampler {name!r} is not one I know; choose one of: {', '.join(SAMPLERS)}.")
     if name == "auto":
-        name = auto_sampler_name(n_objectives)
+        return AutoSampler(seed=seed, n_objectives=n_objectives, budget=budget, time_budget=time_budget), name
     if name in _NEEDS:
         modules, extra = _NEEDS[name]
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
@@ -60,9 +58,9 @@ def make_sampler(name: str, seed: int | None, n_objectives: int,
         return samplers.NSGAIISampler(seed=seed), name
 
 
-def _random_states(sampler: BaseSampler, depth: int = 2) -> list:
+def _random_states(sampler: BaseSampler, depth: int = 3) -> list:
     """The random states a sampler draws from (its own, and those of samplers it holds, such
-    as TPE's random sampler for its start-up trials)."""
+    as TPE's random sampler for its start-up trials, and those of the sampler ``auto`` runs now)."""
     from optuna.samplers._lazy_random_state import LazyRandomState
 
     found = []

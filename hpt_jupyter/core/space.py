@@ -20,6 +20,8 @@ import optuna
 from ..errors import TuneError
 from .naming import name_from_caller
 
+CV_SCORES_KEY = "terminator:cv_scores"  # where Optuna's CrossValidationErrorEvaluator reads them
+
 
 class KnobRecorder(Protocol):
     """What a trial context tells about the knobs it meets (a run is one)."""
@@ -260,6 +262,11 @@ class TrialContext:
                 return self.segment.reports >= self.scheduler.settings.interval
             return self.trial.should_prune()
 
+    def cv_scores(self, scores: list[float]) -> None:
+        """Keep the trial's cross-validation fold scores, where Optuna's Terminator reads them."""
+        with self.lock:
+            self.trial.storage.set_trial_system_attr(self.trial._trial_id, CV_SCORES_KEY, scores)
+
     def checkpoint(self, blob: bytes) -> None:
         """Keep the pickled state of this step (the segment's last one is saved when it ends)."""
         if self.segment is not None:
@@ -303,6 +310,9 @@ class FixedContext:
 
     def should_prune(self) -> bool:
         return False
+
+    def cv_scores(self, scores: list[float]) -> None:
+        return None
 
     def checkpoint(self, blob: bytes) -> None:
         return None
@@ -383,6 +393,15 @@ class Tune:
             raise SegmentEnd(value)
         if verdict:
             raise optuna.TrialPruned(f"pruned at step {step}")
+
+    def cv_scores(self, scores: Sequence[_float]) -> None:
+        """Record this trial's cross-validation fold scores (say ``cross_val_score(...)``, whose
+        mean the cell returns): ``--stop auto`` weighs what more trials could gain against their
+        spread."""
+        values = [_float(score) for score in scores]
+        if len(values) < 2:
+            raise TuneError(f"tune.cv_scores needs the scores of 2 folds or more, got {len(values)}.")
+        _context_or_error("cv_scores").cv_scores(values)
 
     def checkpoint(self, state: Any) -> None:
         """Save the training state of this step (a model, an optimiser, the epoch: anything

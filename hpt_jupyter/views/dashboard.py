@@ -662,7 +662,7 @@ class Dashboard:
         parts = [
             f"<b>{html.escape(run.name)}</b>",
             f"<span style='color:{colour}'>&#9679; {html.escape(run.state)}</span>",
-            f"{html.escape(run.sampler_name)} · {html.escape('/'.join(run.directions))}"
+            f"{html.escape(run.sampler_text())} · {html.escape('/'.join(run.directions))}"
             + html.escape(run.slots_text()) + html.escape(run.scheduler_text()),
             f"{run.n_finished}{budget} trials" + (f" ({len(running)} running)" if running else ""),
             best_text,

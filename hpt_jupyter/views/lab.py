@@ -156,7 +156,7 @@ class LabBridge:
             "name": run.name, "state": run.state, "live": True, "finished": run.n_finished, "budget": run.budget,
             "best": _number(best) if not isinstance(best, list) else None,
             "best_trial": run.best_trial.number if run.best_trial is not None else None,
-            "directions": run.directions, "sampler": run.sampler_name, "elapsed": round(run.elapsed, 1),
+            "directions": run.directions, "sampler": run.sampler_text(), "elapsed": round(run.elapsed, 1),
             "eta": round(eta, 1) if eta is not None else None, "history": history,
             "narrowings": len(run.narrowings), "cell_id": None, "notebook": None,
         }

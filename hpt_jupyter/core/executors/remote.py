@@ -62,6 +62,9 @@ def serve_trial(conn: Any, context: TrialContext, deadline: float | None, known:
             elif kind == "checkpoint":
                 context.checkpoint(message[1])
                 continue  # no answer: the worker goes on training
+            elif kind == "cv_scores":
+                context.cv_scores(message[1])
+                continue
             elif kind == "restore":
                 reply = ("ok", context.restore())
             elif kind == "out":
@@ -199,6 +202,9 @@ class RemoteContext:
 
     def should_prune(self) -> bool:
         return self.ask("should_prune")
+
+    def cv_scores(self, scores: list[float]) -> None:
+        self.send("cv_scores", scores)
 
     def checkpoint(self, blob: bytes) -> None:
         if self.remote:
