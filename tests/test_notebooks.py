@@ -219,3 +219,30 @@ def test_early_stopping_and_pbt_notebook_prunes_under_hyperband_and_exploits_und
                if m["model_name"] == "HTMLModel" and "hpt-header" in m["state"].get("value", "")]
     assert any("<b>sgd-hyperband</b>" in h and f"{len(pruned)} pruned</span>" in h for h in headers)
     assert any("<b>sgd-pbt</b>" in h and "PBT · population 4 · every 5 steps" in h for h in headers)
+
+
+def test_choosing_a_sampler_notebook_stops_by_the_terminator_and_auto_beats_tpe_on_branin(tmp_path):
+    nb, text = _executed("choosing_a_sampler.ipynb", tmp_path)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
+
+    # --stop auto ended the wine study before its 100 trials, and the notebook says so.
+    trials = optuna.load_study(study_name="wine", storage=storage).trials
+    assert 20 <= len(trials) < 100
+    assert f"{len(trials)} trials; sampled by " in text
+    kinds = [t.system_attrs["hpt:sampler"] for t in trials]
+    assert kinds[0] == "random" and kinds[1] == "qmc" and kinds[-1] == "gp"
+    assert f"sampled by {dict((k, kinds.count(k)) for k in dict.fromkeys(kinds))}" in text
+    assert "ended: more trials are unlikely to pay" in text and "cross-validation folds" in text
+    best = _stored_best(tmp_path, "wine")
+    assert f"best: C={best.params['C']:.4g}, l1_ratio={best.params['l1_ratio']:.3f}" in text
+
+    # The comparison table: auto's median regret on Branin below TPE's and random search's.
+    medians = dict(line.split() for line in text.split("sampler\n", 1)[1].splitlines()[:3])
+    assert set(medians) == {"auto", "random", "tpe"}
+    assert float(medians["auto"]) < float(medians["tpe"]) < float(medians["random"]), medians
+
+    # The saved dashboard's header names what auto ran and the stop rule.
+    saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    header = next(m["state"]["value"] for m in saved.values()
+                  if m["model_name"] == "HTMLModel" and "<b>wine</b>" in m["state"].get("value", ""))
+    assert "auto: gp (" in header and "stop auto" in header
