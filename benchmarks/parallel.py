@@ -570,7 +570,7 @@ def _burn_iterations(seconds):
 BURN = _burn_iterations({KERNEL_BURN_SECONDS})
 """
 
-KERNEL_CELL = """%%tune -n 1000 --backend {backend} --jobs 1 --storage memory --quiet --name {name}
+KERNEL_CELL = """%%tune -n 1000 --sampler tpe --backend {backend} --jobs 1 --storage memory --quiet --name {name}
 x = tune.float(0, 1)
 total = 0
 for i in range(BURN):
@@ -641,8 +641,8 @@ def part_kernel(args: argparse.Namespace) -> str:
     finally:
         kernel.shutdown()
     lines = [f"One kernel; {args.round_trips} `1+1` round trips {args.gap * 1000:.0f} ms apart per variant (send to "
-             f"reply and idle received, jupyter_client); the study: `%%tune -n 1000 --backend B --jobs 1 --storage "
-             f"memory --quiet` (default sampler, TPE), a cell burning ~{KERNEL_BURN_SECONDS} s of pure-Python CPU "
+             f"reply and idle received, jupyter_client); the study: `%%tune -n 1000 --sampler tpe --backend B --jobs 1 "
+             f"--storage memory --quiet`, a cell burning ~{KERNEL_BURN_SECONDS} s of pure-Python CPU "
              f"per trial ({burn:,} loop iterations); median over {args.repeats} interleaved repeats of each repeat's "
              f"median, p95 and max; {describe_disturbance(disturbances, redone)}.", "",
              "| while | median ms | p95 ms | max ms | study trials/s meanwhile | target (p95) | met |",

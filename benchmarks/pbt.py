@@ -90,7 +90,7 @@ def toy_run(seed: int, arm: str, steps: int) -> hpt_jupyter.core.run.Run:
                    "jobs": 2}
     elif arm == "pbt-no-exploit":
         options = {"n_trials": 10 * steps, "scheduler": "pbt", "population": 2, "interval": steps + 1}
-    run = start(toy_objective(steps), direction="maximize", seed=seed, storage="memory", report=False,
+    run = start(toy_objective(steps), direction="maximize", seed=seed, storage="memory", report=False, sampler="tpe",
                 name=f"toy-{arm}-{seed}-{time.monotonic_ns()}", launch=False, **options)
     for member in TOY_MEMBERS:
         run.study.enqueue_trial(member)

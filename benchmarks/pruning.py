@@ -160,7 +160,7 @@ def run_ours(data, args, design: str, pruner: str, seed: int, jobs: int) -> tupl
     name = f"pruning-{pruner}-seed{seed}-jobs{jobs}"  # the same in both designs (Hyperband hashes it)
     began = datetime.datetime.now()
     run = start(ours(data, args.epochs), n_trials=args.trials, direction="maximize", seed=seed, storage="memory",
-                report=False, name=name, pruner=spec, jobs=jobs, backend=args.backend, mode="fresh").wait()
+                report=False, name=name, pruner=spec, jobs=jobs, sampler="tpe", backend=args.backend, mode="fresh").wait()
     assert run.state == "finished", (run.state, run.status())
     trials = run.trials(states=None)
     assert len(trials) == args.trials, len(trials)
