@@ -1,0 +1,1 @@
+"""Which sampler finds the best score: see run.py."""
