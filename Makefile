@@ -12,5 +12,6 @@ bench: setup
 	.venv/bin/python benchmarks/parallel.py
 	.venv/bin/python benchmarks/pruning.py
 	.venv/bin/python benchmarks/pbt.py
+	.venv/bin/python benchmarks/quality/run.py --write-readme
 lab: setup
 	.venv/bin/jupyter lab notebooks/quickstart.ipynb
