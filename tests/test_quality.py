@@ -82,6 +82,10 @@ def test_ranks_share_ties_and_scores_are_normalised_per_budget():
     assert cells["random"]["median_score"] == pytest.approx(0.0)
     assert cells["auto"]["median_score"] == pytest.approx(100 * (1 - (1.0 / 3 + 0.5 / 3) / 2))
     assert summary["targets"][0]["met"]
+    # auto against tpe, paired by seed: ranks 1.5 vs 1.5, then 1 vs 3
+    assert summary["auto_against"]["tpe"]["difference"] == pytest.approx(-1.0)
+    assert summary["auto_against"]["tpe"]["low"] == pytest.approx(-2.0)
+    assert summary["auto_against"]["tpe"]["high"] == pytest.approx(0.0)
 
 
 def test_the_quick_suite_passes_and_names_every_task():

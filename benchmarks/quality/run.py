@@ -210,7 +210,40 @@ def summarise(results: list[dict[str, Any]], task_info: dict[str, dict[str, Any]
                             "median_score": statistics.median(all_scores[sampler]),
                             "mean_score": statistics.fmean(all_scores[sampler]),
                             **{f"sampler_ms_{kind}": statistics.median(v) if v else None for kind, v in per_kind.items()}}
-    return {"optima": optima, "tables": tables, "overall": overall, "targets": targets(tables, overall)}
+    return {"optima": optima, "tables": tables, "overall": overall, "targets": targets(tables, overall),
+            "auto_against": rank_differences(rows, task_info)}
+
+
+def rank_differences(rows: list[dict[str, Any]], task_info: dict[str, dict[str, Any]],
+                     resamples: int = 2000) -> dict[str, dict[str, float]]:
+    """How far ``auto``'s mean rank is from each other sampler's, paired by seed, with a 95%
+    bootstrap interval (seeds resampled within each task and budget): whether a gap in the
+    overall mean rank is more than the seeds' luck."""
+    import random
+
+    from scipy.stats import rankdata
+
+    groups: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for row in rows:
+        groups[(row["task"], row["budget"], row["seed"])][row["sampler"]] = row["best"]
+    per_cell: dict[str, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (task, budget, _), bests in groups.items():
+        if "auto" not in bests:
+            continue
+        names = list(bests)
+        maximise = task_info[task]["direction"] == "maximize"
+        ranks = dict(zip(names, rankdata([-bests[n] if maximise else bests[n] for n in names])))
+        for other in names:
+            if other != "auto":
+                per_cell[other][(task, budget)].append(float(ranks["auto"] - ranks[other]))
+    found, rng = {}, random.Random(0)
+    for other, cells in per_cell.items():
+        lists = list(cells.values())
+        boots = sorted(statistics.fmean(statistics.fmean(rng.choices(c, k=len(c))) for c in lists)
+                       for _ in range(resamples))
+        found[other] = {"difference": statistics.fmean(statistics.fmean(c) for c in lists),
+                        "low": boots[int(0.025 * resamples)], "high": boots[int(0.975 * resamples) - 1]}
+    return found
 
 
 def targets(tables: list[dict[str, Any]], overall: dict[str, Any]) -> list[dict[str, Any]]:
@@ -259,8 +292,10 @@ def machine_line(workers: int) -> str:
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """The summary as Markdown: per-task table, overall table, targets."""
     samplers = list(summary["overall"])
+    reruns = "".join(f" {', '.join(r['samplers'])}: run again ({r['studies']} studies, {r['wall_s'] / 60:.1f} min)."
+                     for r in meta.get("reruns", []))
     lines = [f"Machine: {meta['machine']}. {meta['seeds']} seeds, budgets {', '.join(map(str, meta['budgets']))}; "
-             f"{meta['studies']} studies in {meta['wall_s'] / 60:.1f} min.", "",
+             f"{meta['studies']} studies in {meta['wall_s'] / 60:.1f} min.{reruns}", "",
              "Each cell: median normalised score (100 = optimum, 0 = random search's mean best) / mean rank "
              "(1 = best of the samplers) / the sampler's own ms per trial.", "",
              "| task | budget | objective ms/trial | " + " | ".join(samplers) + " |",
@@ -278,6 +313,13 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         o = summary["overall"][sampler]
         lines.append(f"| {sampler} | {o['mean_rank']:.2f} | {_score(o['median_score'])} | {_score(o['mean_score'])} | "
                      f"{_ms(o['sampler_ms_synthetic'])} | {_ms(o['sampler_ms_sklearn'])} |")
+    against = summary.get("auto_against", {})
+    if against:
+        lines += ["", "`auto`'s mean rank minus each other sampler's, paired by seed (negative: `auto` ranks "
+                  "better), with a 95% bootstrap interval over the seeds:", "",
+                  "| against | difference | 95% interval |", "|---|---:|---|"]
+        for other, d in sorted(against.items(), key=lambda item: item[1]["difference"], reverse=True):
+            lines.append(f"| {other} | {d['difference']:+.2f} | {d['low']:+.2f} to {d['high']:+.2f} |")
     lines += ["", "Targets" + (" (decided by the full run; --quick fails only on auto's rank against tpe's "
                                "and on the optima):" if meta["mode"] == "quick" else ":"), ""]
     lines += [f"- {t['target']}: **{'met' if t['met'] else 'MISSED'}** ({t['numbers']})" for t in summary["targets"]]
@@ -328,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="where to write the results (full mode: results.json here)")
     parser.add_argument("--write-readme", action="store_true", help="put the tables into benchmarks/README.md")
     parser.add_argument("--from-json", type=Path, help="render the Markdown of saved results, run nothing")
+    parser.add_argument("--update", type=Path, help="saved results in which to run --samplers again (after a "
+                        "change to them), keeping the other samplers' runs")
     args = parser.parse_args(argv)
     if args.quick and args.write_readme:
         parser.error("--write-readme takes the full run's tables, not --quick's")
@@ -335,6 +379,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         meta, results = saved["meta"], saved["runs"]
+    elif args.update:
+        if not args.samplers:
+            parser.error("--update needs --samplers: the ones to run again")
+        saved = json.loads(args.update.read_text())
+        meta = saved["meta"]
+        seeds, budgets = meta["seeds"], meta["budgets"]
+        jobs = plan(list(meta["tasks"]), args.samplers, budgets, seeds)
+        print(f"{len(jobs)} studies again: {', '.join(args.samplers)}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        fresh = execute(jobs, args.workers)
+        results = [r for r in saved["runs"] if r["sampler"] not in args.samplers] + fresh
+        meta.setdefault("reruns", []).append({"samplers": args.samplers, "studies": len(jobs),
+                                              "wall_s": time.perf_counter() - started})
+        args.json = args.json or args.update
     else:
         mode = QUICK if args.quick else FULL
         task_names = args.tasks or mode["tasks"]
