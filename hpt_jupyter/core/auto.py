@@ -30,6 +30,7 @@ import importlib.util
 import statistics
 import time
 import warnings
+import zlib
 from typing import Any, Sequence
 
 import optuna
@@ -93,8 +94,6 @@ class AutoSampler(BaseSampler):
         """Each sampler auto switches to draws from its own seed, derived from the study's."""
         if self._seed is None:
             return None
-        import zlib
-
         self._switches += 1
         return zlib.crc32(f"{self._seed}:{what}:{self._switches}".encode())
 
