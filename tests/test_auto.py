@@ -29,7 +29,10 @@ def test_numeric_space_warms_up_quasi_randomly_then_runs_a_gaussian_process():
     run = optimize(branin, n_trials=20, seed=0, storage="memory", report=False, name="b")
     # 2 knobs: 1 random point, then Sobol up to dimension + 1 = 3, raised to the minimum of 4
     assert auto.warmup_length(2, 20) == 4
-    assert chosen(run) == ["random"] + ["qmc"] * 3 + ["gp"] * 16
+    # then the GP, with every third model trial TPE's: one TPE and one GP sampler, taking turns
+    assert chosen(run) == ["random"] + ["qmc"] * 3 + ["gp", "gp", "tpe"] * 5 + ["gp"]
+    kept = run.study.sampler._kept
+    assert isinstance(kept["gp"], optuna.samplers.GPSampler) and isinstance(kept["hedge"], optuna.samplers.TPESampler)
     assert run.sampler_text() == ("auto: gp (2 numeric knobs, 19 trials: few trials, "
                                   "a GP is the most sample-efficient)")
     assert run.best_value < 1.0  # the minimum is 0.398; random search needs ~100 trials for this
@@ -84,9 +87,9 @@ def test_under_a_time_budget_a_gp_slower_than_the_trials_gives_way_to_tpe():
     run = optimize(branin, timeout=8, seed=0, storage="memory", report=False, name="t")
     kinds = chosen(run)
     first_gp = kinds.index("gp")
-    # three timed GP trials, judged when the fourth is asked: TPE from then on (past 200
-    # trials, CMA-ES, as without a time budget)
-    assert kinds[first_gp:first_gp + 4] == ["gp"] * 3 + ["tpe"] and kinds.count("gp") == 3
+    # three timed GP trials (TPE's hedge between them), judged when the next is asked: TPE from
+    # then on (past 200 trials, CMA-ES, as without a time budget)
+    assert kinds[first_gp:first_gp + 5] == ["gp", "gp", "tpe", "gp", "tpe"] and kinds.count("gp") == 3
     assert run.study.sampler._gp_too_slow
 
 

@@ -230,7 +230,7 @@ def test_choosing_a_sampler_notebook_stops_by_the_terminator_and_auto_beats_tpe_
     assert 20 <= len(trials) < 100
     assert f"{len(trials)} trials; sampled by " in text
     kinds = [t.system_attrs["hpt:sampler"] for t in trials]
-    assert kinds[0] == "random" and kinds[1] == "qmc" and kinds[-1] == "gp"
+    assert kinds[0] == "random" and kinds[1] == "qmc" and {"gp", "tpe"} <= set(kinds)  # the GP and its hedge
     assert f"sampled by {dict((k, kinds.count(k)) for k in dict.fromkeys(kinds))}" in text
     assert "ended: more trials are unlikely to pay" in text and "cross-validation folds" in text
     best = _stored_best(tmp_path, "wine")
@@ -245,4 +245,4 @@ def test_choosing_a_sampler_notebook_stops_by_the_terminator_and_auto_beats_tpe_
     saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     header = next(m["state"]["value"] for m in saved.values()
                   if m["model_name"] == "HTMLModel" and "<b>wine</b>" in m["state"].get("value", ""))
-    assert "auto: gp (" in header and "stop auto" in header
+    assert f"auto: {kinds[-1]} (" in header and "stop auto" in header

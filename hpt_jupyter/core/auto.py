@@ -8,7 +8,9 @@ refines):
   evenly than the random points Optuna's model samplers start from.
 * **one objective, numeric or categorical knobs, fewer than 200 complete trials**: a Gaussian
   process (``GPSampler``), the most sample-efficient while trials are few. It already models
-  trials still running, so it works with ``--jobs N``.
+  trials still running, so it works with ``--jobs N``. Every third of these trials goes to TPE
+  instead, fitted to the same history: a hedge for objectives a GP misfits (rugged or
+  integer-heavy ones, where TPE alone beat every GP-based sampler in the quality benchmark).
 * **knobs only some trials declare** (a conditional space): TPE with ``multivariate`` and
   ``group``, which models each group of knobs apart; a GP or CMA-ES would sample them at random.
 * **200 complete trials or more**: CMA-ES, warm-started from the trials so far, for numeric
@@ -41,6 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 SAMPLER_ATTR = "hpt:sampler"
 MODEL_TRIAL_LIMIT = 200  # complete trials after which the GP gives way (its cost grows as n^3)
+HEDGE_EVERY = 3  # under the GP, every third trial is TPE's (0: none)
 TIME_SHARE = 0.1  # under a time budget, the most of a trial's time the sampler may take
 _NSGA_GENERATION = optuna.samplers.NSGAIISampler._get_generation_key()
 _told_no_gp = False
@@ -77,6 +80,7 @@ class AutoSampler(BaseSampler):
         self._gp_seconds: list[float] = []  # the GP's own time for each trial it sampled
         self._sampling_seconds: dict[int, float] = {}  # trial number -> the sampler's time so far
         self._gp_too_slow = False
+        self._kept: dict[str, BaseSampler] = {}  # the GP and its TPE hedge, taking turns
         if not self._gp:
             global _told_no_gp
             if not _told_no_gp:
@@ -97,13 +101,19 @@ class AutoSampler(BaseSampler):
         self._switches += 1
         return zlib.crc32(f"{self._seed}:{what}:{self._switches}".encode())
 
-    def _use(self, choice: str, reason: str, make: Any) -> None:
+    def _use(self, choice: str, reason: str, make: Any, keep: str | None = None) -> None:
+        """Run ``choice`` from now on; ``keep`` names a sampler to reuse when it comes back."""
         self.reason = reason
-        if choice != self.choice:
+        if keep is not None and keep in self._kept:
+            self.choice, self._sampler = choice, self._kept[keep]
+            return
+        if choice != self.choice or keep is not None:
             self.choice = choice
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self._sampler = make(self._seed_for(choice))
+            if keep is not None:
+                self._kept[keep] = self._sampler
 
     def _tpe(self, group: bool) -> Any:
         return lambda seed: optuna.samplers.TPESampler(
@@ -170,9 +180,15 @@ class AutoSampler(BaseSampler):
             self._use("tpe", "a time budget, and the GP took more than a tenth of a trial's time",
                       self._tpe(group=False))
             return
+        if HEDGE_EVERY and (n_started - warmup) % HEDGE_EVERY == 0:
+            self._use("tpe", f"{_knobs(dimension, kinds)}, {len(complete)} trials: every "
+                             f"{_ordinal(HEDGE_EVERY)} model trial goes to TPE, a hedge against a GP that misfits",
+                      lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                                              n_startup_trials=warmup), keep="hedge")
+            return
         self._use("gp", f"{_knobs(dimension, kinds)}, {len(complete)} trials: "
                         "few trials, a GP is the most sample-efficient",
-                  lambda seed: optuna.samplers.GPSampler(seed=seed, n_startup_trials=warmup))
+                  lambda seed: optuna.samplers.GPSampler(seed=seed, n_startup_trials=warmup), keep="gp")
 
     def _gp_slow(self, complete: list[FrozenTrial]) -> bool:
         if len(self._gp_seconds) < 3:
@@ -218,6 +234,10 @@ class AutoSampler(BaseSampler):
 
     def reseed_rng(self) -> None:
         self._sampler.reseed_rng()
+
+
+def _ordinal(n: int) -> str:
+    return {2: "second", 3: "third", 4: "fourth", 5: "fifth"}.get(n, f"{n}th")
 
 
 def _knobs(n: int, kind: str) -> str:
