@@ -49,9 +49,12 @@ _NSGA_GENERATION = optuna.samplers.NSGAIISampler._get_generation_key()
 _told_no_gp = False
 
 
+GP_MODULES = ("torch", "scipy")  # what GPSampler imports: the ``gp`` extra
+
+
 def gp_installed() -> bool:
     """Whether ``GPSampler`` can run (it needs PyTorch and SciPy: the ``gp`` extra)."""
-    return all(importlib.util.find_spec(module) is not None for module in ("torch", "scipy"))
+    return all(importlib.util.find_spec(module) is not None for module in GP_MODULES)
 
 
 def warmup_length(dimension: int, budget: int | None) -> int:

@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import TuneError
-from .auto import AutoSampler
+from .auto import SAMPLER_ATTR, AutoSampler
 from .engine import FINAL_STATES, FINISHED, PAUSED, READY, RUNNING, STOPPING, Engine
 from .executors.base import Executor
 from .pbt import LineageSegment, PopulationScheduler
@@ -248,8 +248,6 @@ class Run(Steering):
 
     def samplers_used(self) -> dict[str, int]:
         """Under ``auto``: how many trials each sampler it chose sampled, in order of first use."""
-        from .auto import SAMPLER_ATTR
-
         used: dict[str, int] = {}
         for trial in self.trials(states=None):
             kind = trial.system_attrs.get(SAMPLER_ATTR)

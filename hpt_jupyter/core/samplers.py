@@ -10,12 +10,12 @@ import optuna
 from optuna.samplers import BaseSampler
 
 from ..errors import TuneError
-from .auto import AutoSampler
+from .auto import GP_MODULES, AutoSampler
 
 SAMPLERS = ("auto", "tpe", "random", "grid", "gp", "cmaes", "qmc", "nsga2")
 
 # sampler -> (modules it needs, the extra that installs them)
-_NEEDS = {"gp": (("torch", "scipy"), "gp"), "cmaes": (("cmaes",), "cmaes")}
+_NEEDS = {"gp": (GP_MODULES, "gp"), "cmaes": (("cmaes",), "cmaes")}
 _SINGLE_OBJECTIVE_ONLY = ("cmaes",)
 
 
