@@ -98,3 +98,83 @@ def test_stored_studies_that_no_run_has_opened_are_listed_with_a_resume_hint(ker
     stored = next(s for s in studies if s["name"] == "on-disk")
     assert stored["live"] is False and stored["state"] == "stored" and stored["finished"] == 3
     assert "Re-run its %%tune cell" in stored["resume_hint"]
+
+
+def test_ended_runs_of_this_kernel_are_listed_live_with_their_final_state_never_as_stored(kernel):
+    """Runs of this kernel in the default store, ended four ways: each is listed once, as this
+    kernel's (live), in its own final state with its final counts, best and why it ended; only a
+    study no run here opened is "stored"."""
+    kernel.run("%%tune -n 3 --name untouched --quiet\nx = tune.float(0, 1)\nx")
+    kernel.run("%tune wait untouched")
+    kernel.run("del tune.runs['untouched']")  # as if an earlier kernel had run it: in the store only
+    kernel.run("%%tune -n 4 --name done --quiet --seed 0\nx = tune.float(0, 1)\nx")
+    kernel.run("%%tune -n 1000 --timeout 1 --name timed --quiet\nx = tune.float(0, 1)\nimport time; time.sleep(0.05)\nx")
+    kernel.run("%%tune -n 1000 --name halted --quiet\nx = tune.float(0, 1)\nimport time; time.sleep(0.05)\nx")
+    broken = kernel.run("%%tune -n 10 --max-failures 2 --name broken --quiet\nx = tune.float(0, 1)\n"
+                        "if x < 2:\n    raise ValueError('no')\nx")
+    assert broken.error is None, broken.error_text
+    time.sleep(0.3)
+    kernel.run("%tune stop halted")
+    for name in ["done", "timed", "halted", "broken"]:
+        kernel.run(f"%tune wait {name}")
+    comm = _open(kernel)
+    studies = _received(kernel, comm)[0]["studies"]
+    assert sorted(s["name"] for s in studies) == ["broken", "done", "halted", "timed", "untouched"]  # each once
+    by_name = {s["name"]: s for s in studies}
+    for name, state in [("done", "finished"), ("timed", "finished"), ("halted", "stopped"), ("broken", "failed")]:
+        study = by_name[name]
+        assert study["live"] is True and study["state"] == state, study
+        assert "resume_hint" not in study
+        run = kernel.value(f"(tune.runs[{name!r}].n_finished, tune.runs[{name!r}].best_value, tune.runs[{name!r}].reason)")
+        assert (study["finished"], study["best"], study["reason"]) == tuple(run), study
+    assert by_name["done"]["finished"] == 4 and by_name["done"]["best"] is not None
+    assert by_name["done"]["reason"] == "budget reached (4 trials)"
+    assert by_name["timed"]["reason"].startswith("timeout") and 0 < by_name["timed"]["finished"] < 1000
+    assert by_name["halted"]["reason"] == "stopped" and by_name["halted"]["eta"] is None
+    assert by_name["broken"]["best"] is None and by_name["broken"]["finished"] == 2
+    untouched = by_name["untouched"]
+    assert untouched["live"] is False and untouched["state"] == "stored" and "Re-run" in untouched["resume_hint"]
+
+    # +N trials on an ended run starts it again: the sidebar sees it run, then end once more.
+    _send(kernel, comm, {"type": "command", "protocol": 1, "action": "more", "study": "done", "n": 2})
+    kernel.run("%tune wait done")
+    last = next(s for s in _received(kernel, comm)[-1]["studies"] if s["name"] == "done")
+    assert (last["live"], last["state"], last["finished"]) == (True, "finished", 6)
+
+
+def test_one_failed_snapshot_does_not_silence_the_sidebar():
+    from hpt_jupyter.views.lab import LabBridge
+
+    class FakeComm:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, data):
+            self.sent.append(data)
+
+        def on_msg(self, _callback):
+            pass
+
+        def on_close(self, _callback):
+            pass
+
+    bridge = LabBridge(interval=0.01)
+    comm = FakeComm()
+    bridge.open(comm, {"content": {"data": {"type": "hello", "protocol": 1}}})
+    time.sleep(0.1)
+    real, calls = bridge.snapshot, []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a run changed under us")
+        return real()
+
+    bridge.snapshot = flaky
+    before = len(comm.sent)
+    bridge._dirty.set()
+    deadline = time.monotonic() + 5
+    while len(comm.sent) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(calls) >= 2 and len(comm.sent) > before, "the sender stopped after one failed snapshot"
+    assert bridge._sender.is_alive()

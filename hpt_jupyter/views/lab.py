@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from .digest import StrideSample
-from ..core.run import Event, Run
+from ..core.run import FINAL_STATES, Event, Run
 from ..core.space import tune
 
 TARGET = "hpt_jupyter"
@@ -159,11 +159,14 @@ class LabBridge:
             "directions": run.directions, "sampler": run.sampler_text(), "elapsed": round(run.elapsed, 1),
             "eta": round(eta, 1) if eta is not None else None, "history": history,
             "narrowings": len(run.narrowings), "cell_id": None, "notebook": None,
+            "reason": run.reason if run.state in FINAL_STATES else "",
         }
         info.update(self._cells.get(run.name, {}))
         return info
 
     def snapshot(self) -> dict:
+        """Every run of this kernel, whatever its state (``live``: a run here, going or ended, with
+        its own state, counts and best), then the stored studies that no run here has opened."""
         live = [self.study_info(run) for run in list(tune.runs.values())]
         names = {study["name"] for study in live}
         stored = [dict(study, live=False) for study in self._stored if study["name"] not in names]
@@ -178,12 +181,22 @@ class LabBridge:
         self._sender.start()
 
     def _send_loop(self) -> None:
+        failing = False
         while True:
             self._dirty.wait()
             self._dirty.clear()
-            self.watch_all()  # a run started since
-            self._dirty.clear()
-            message = self.snapshot()
+            try:
+                self.watch_all()  # a run started since
+                self._dirty.clear()
+                message = self.snapshot()
+                failing = False
+            except Exception:  # noqa: BLE001 - one bad snapshot must not silence the sidebar for good
+                if not failing:  # once, not twice a second
+                    logger.exception("hpt_jupyter: could not describe the studies for the sidebar")
+                failing = True
+                time.sleep(self.interval)
+                self._dirty.set()  # try again
+                continue
             for comm in list(self.comms):
                 try:
                     comm.send(message)
