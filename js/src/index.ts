@@ -47,6 +47,7 @@ class KernelLink {
   private comm: Kernel.IComm | null = null;
   private kernel: Kernel.IKernelConnection | null = null;
   private lastTry = 0;
+  private retry: ReturnType<typeof setTimeout> | null = null;
 
   constructor(readonly panel: NotebookPanel, private model: StudiesModel) {
     const context = panel.sessionContext;
@@ -54,8 +55,8 @@ class KernelLink {
     context.statusChanged.connect((_, status) => {
       if (status === 'restarting' || status === 'dead') {
         this.reset();
-      } else if (status === 'idle' && !this.comm && Date.now() - this.lastTry > RETRY_MS) {
-        this.connect(); // e.g. the cell that ran %load_ext hpt_jupyter just finished
+      } else if (status === 'idle' && !this.comm) {
+        this.connectSoon(); // e.g. the cell that ran %load_ext hpt_jupyter just finished
       }
     });
     panel.disposed.connect(() => this.reset());
@@ -66,7 +67,31 @@ class KernelLink {
     return this.kernel ? this.kernel.id : null;
   }
 
+  /**
+   * Open the comm now, or once RETRY_MS have passed since the last try: a kernel that loaded
+   * hpt_jupyter just after a try and then stays idle (its study runs in the background) is
+   * still reached.
+   */
+  private connectSoon(): void {
+    const wait = this.lastTry + RETRY_MS - Date.now();
+    if (wait <= 0) {
+      this.connect();
+    } else if (this.retry === null) {
+      this.retry = setTimeout(() => {
+        this.retry = null;
+        const kernel = this.panel.isDisposed ? undefined : this.panel.sessionContext.session?.kernel;
+        if (!this.comm && kernel?.status === 'idle') {
+          this.connect(); // a busy kernel is tried again when it is idle
+        }
+      }, wait);
+    }
+  }
+
   private reset(): void {
+    if (this.retry !== null) {
+      clearTimeout(this.retry);
+      this.retry = null;
+    }
     if (this.kernel) {
       this.model.remove(this.kernel.id);
     }

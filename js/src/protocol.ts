@@ -1,6 +1,6 @@
 /**
  * The messages between the Tuning sidebar and a kernel (the comm target `hpt_jupyter` that
- * `%load_ext hpt_jupyter` registers; the kernel side is hpt_jupyter/lab.py). Both sides check
+ * `%load_ext hpt_jupyter` registers; the kernel side is hpt_jupyter/views/lab.py). Both sides check
  * every message: anything unknown or malformed is logged and ignored, never acted on.
  */
 
@@ -27,6 +27,7 @@ export interface IStudy {
   cell_id: string | null;
   notebook: string | null;
   resume_hint?: string;
+  reason?: string; // why a run of the kernel ended ("timeout (60s)", "budget reached (30 trials)", ...)
 }
 
 export interface IStudiesMessage {
@@ -68,7 +69,8 @@ export function studyProblem(s: unknown): string | null {
     ['narrowings', isNumber(o.narrowings)],
     ['cell_id', isStringOrNull(o.cell_id)],
     ['notebook', isStringOrNull(o.notebook)],
-    ['resume_hint', o.resume_hint === undefined || typeof o.resume_hint === 'string']
+    ['resume_hint', o.resume_hint === undefined || typeof o.resume_hint === 'string'],
+    ['reason', o.reason === undefined || typeof o.reason === 'string']
   ];
   const bad = checks.find(([, ok]) => !ok);
   return bad ? `study '${o.name}': bad ${bad[0]}` : null;

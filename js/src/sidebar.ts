@@ -1,11 +1,13 @@
 /**
  * The Tuning sidebar: every study of the kernels JupyterLab talks to, live, with Stop,
- * Pause/Resume, "+N trials" and "Go to cell"; stored studies with how to resume them.
+ * Pause/Resume, "+N trials" and "Go to cell"; a study of the kernel that has ended shows its final
+ * state and numbers (Stop and Pause hidden; "+N trials" starts it again); stored studies (in the
+ * store, not opened by a run of the kernel) show how to resume them.
  * Text from kernels is set with textContent only: a study name is never parsed as HTML.
  */
 import { Widget } from '@lumino/widgets';
 
-import { formatNumber, IKernelStudies, RUNNING_STATES, sparklinePoints, StudiesModel } from './model';
+import { formatNumber, IKernelStudies, rowView, sparklinePoints, StudiesModel } from './model';
 import { Action, IStudy } from './protocol';
 
 export interface ISidebarActions {
@@ -51,8 +53,8 @@ class StudyRow {
     const progress = element('div', 'hpt-study-line');
     progress.append(this.bar, this.counts);
     this.spark.setAttribute('class', 'hpt-sparkline');
-    this.spark.setAttribute('width', '120');
-    this.spark.setAttribute('height', '24');
+    this.spark.setAttribute('viewBox', '0 0 120 24'); // drawn in 120 x 24, shown as wide as there is room
+    this.spark.setAttribute('preserveAspectRatio', 'none');
     this.spark.appendChild(this.line);
     const bestLine = element('div', 'hpt-study-line');
     bestLine.append(this.best, this.spark);
@@ -81,27 +83,41 @@ class StudyRow {
 
   update(study: IStudy): void {
     this.study = study;
-    const running = study.live && RUNNING_STATES.includes(study.state);
-    this.node.classList.toggle('hpt-stored', !study.live);
-    this.node.classList.toggle('hpt-running', running);
+    const view = rowView(study); // by state: running, ended (finished, stopped, failed) or stored
+    this.node.classList.toggle('hpt-stored', view.look === 'stored');
+    this.node.classList.toggle('hpt-running', view.look === 'active');
+    this.node.classList.toggle('hpt-ended', view.look === 'ended');
     this.name.textContent = study.name;
-    this.state.textContent = study.state;
-    this.state.dataset.state = study.state;
+    this.name.title = study.name;
+    this.state.textContent = view.stateText;
+    this.state.dataset.state = view.stateText;
+    this.state.title = study.reason || '';
     const budget = study.budget === null ? '' : `/${study.budget}`;
     this.counts.textContent = `${study.finished}${budget} trials`;
     this.bar.max = study.budget || 1;
     this.bar.value = study.budget ? Math.min(study.finished, study.budget) : 0;
     this.bar.style.display = study.budget ? '' : 'none';
     const at = study.best_trial === null ? '' : ` (#${study.best_trial})`;
-    this.best.textContent = study.best === null ? 'no complete trial yet' : `best ${formatNumber(study.best)}${at}`;
+    this.best.title = study.best === null ? '' : `best ${study.best}`;
+    this.best.textContent = study.best === null
+      ? (view.look === 'active' ? 'no complete trial yet' : 'no complete trial')
+      : `best ${formatNumber(study.best)}${at}`;
     this.line.setAttribute('points', sparklinePoints(study.history, 120, 24));
     this.spark.style.display = study.history.length > 1 ? '' : 'none';
-    this.controls.style.display = study.live ? '' : 'none';
-    this.stop.disabled = !running;
-    this.pause.disabled = !running;
-    this.pause.textContent = study.state === 'paused' ? 'Resume' : 'Pause';
+    this.controls.style.display = view.controls ? '' : 'none';
+    for (const [button, how] of [[this.stop, view.stop], [this.pause, view.pause]] as const) {
+      button.style.display = how === 'hidden' ? 'none' : '';
+      button.disabled = how !== 'enabled';
+    }
+    this.pause.textContent = view.pauseText;
+    this.moreButton.disabled = !view.more;
+    this.more.disabled = !view.more;
+    this.moreButton.title = view.look === 'ended' ? 'Run this many more trials (the study starts again)'
+      : 'Add this many trials to the budget';
     this.goto.disabled = !study.cell_id;
-    this.hint.textContent = study.live ? '' : study.resume_hint || '';
+    this.hint.textContent = view.note;
+    this.hint.title = view.note;
+    this.hint.style.display = view.note ? '' : 'none';
   }
 }
 
@@ -170,7 +186,10 @@ export class TuningSidebar extends Widget {
   }
 }
 
-/** The status bar item: "Tuning 2 running, best 0.973" and a progress bar; a click opens the sidebar. */
+/**
+ * The status bar item: "Tuning 2 running · svc best 0.973" (the best of the study it names) and a
+ * progress bar; its tooltip lists every running study; a click opens the sidebar.
+ */
 export class TuningStatus extends Widget {
   private readonly label = element('span', 'hpt-status-text');
   private readonly bar = element('progress', 'hpt-status-progress');
@@ -189,6 +208,7 @@ export class TuningStatus extends Widget {
   render(): void {
     const summary = this.model.summary();
     this.label.textContent = summary.text;
+    this.node.title = summary.title || 'Open the Tuning sidebar';
     this.node.style.display = summary.running ? '' : 'none';
     this.bar.style.display = summary.progress === null ? 'none' : '';
     this.bar.value = summary.progress ?? 0;

@@ -20,7 +20,14 @@ describe('kernel messages', () => {
     expect(result).toEqual({ type: 'studies', protocol: 1, studies: [study] });
   });
 
+  it('accepts why a run ended, as a string', () => {
+    const ended = { ...study, state: 'finished', eta: null, reason: 'timeout (60s)' };
+    expect(parse({ type: 'studies', protocol: 1, studies: [ended] }).result).toEqual(
+      { type: 'studies', protocol: 1, studies: [ended] });
+  });
+
   it.each([
+    [{ type: 'studies', protocol: 1, studies: [{ ...study, reason: 5 }] }, "study 'svc': bad reason"],
     [null, 'not an object'],
     [['studies'], 'not an object'],
     [{ type: 'studies', protocol: 2, studies: [] }, 'protocol 2, expected 1'],
