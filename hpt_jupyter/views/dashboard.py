@@ -21,12 +21,22 @@ import bqplot
 import ipywidgets as widgets
 
 from .digest import Digest, Row, TableOrder
+from .readable import (ColumnFormat, duration, linear_ticks, log_ticks, number, ranks, robust_range,
+                       tick_labels)
+from ..core.auto import AutoSampler
 from ..core.run import FINAL_STATES, PAUSED, Event, Run
-from ..core.space import ChoiceParam
+from ..core.space import ChoiceParam, IntParam
 from .steer_panel import SteerPanel
 
 _PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#1b7c83", "#57606a"]
 _PRUNED_COLOUR = "#8c959f"
+
+# The trial table's look: a header that stays in view, numbers right-aligned in even columns.
+_TABLE_STYLE = (
+    "<style>.hpt-trials{border-collapse:separate;border-spacing:0;font-variant-numeric:tabular-nums;"
+    "line-height:1.35}.hpt-trials th{position:sticky;top:0;z-index:1;background:var(--jp-layout-color1,#fff);"
+    "border-bottom:1px solid var(--jp-border-color2,#d0d7de);padding:3px 8px;white-space:nowrap;text-align:left}"
+    ".hpt-trials td{padding:2px 8px;white-space:nowrap}.hpt-trials .n{text-align:right}</style>")
 
 _STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "stopping": "#9a6700", "stopped": "#57606a",
                   "finished": "#0969da", "failed": "#cf222e", "ready": "#57606a"}
@@ -36,29 +46,103 @@ def _fmt(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return number(value)
     return str(value)
 
 
-def _column_scaling(values: list) -> tuple:
-    """How a parallel-coordinates axis maps to 0-1: ("number", low, high) or ("labels", [...])."""
+def _legend(entries: list[tuple[str, str, str]]) -> str:
+    """A legend above a chart, never over its marks: (colour, "solid" or "dashed", label) each."""
+    items = []
+    for colour, style, label in entries:
+        dash = " stroke-dasharray='5 3'" if style == "dashed" else ""
+        items.append(f"<span style='margin-right:16px;white-space:nowrap'><svg width='28' height='10'>"
+                     f"<line x1='1' y1='5' x2='27' y2='5' stroke='{colour}' stroke-width='2.5'{dash}/></svg> "
+                     f"{html.escape(label)}</span>")
+    return f"<div class='hpt-legend' style='font-size:12px;line-height:20px'>{''.join(items)}</div>"
+
+
+_VIRIDIS = "#440154,#3b528b,#21918c,#5ec962,#fde725"
+
+
+def _colour_bar(what: str, worst: str, median: str, best: str) -> str:
+    """A colour legend above a chart: viridis from the worst rank to the best, with the scores
+    at both ends and the median."""
+    bar = (f"<span style='display:inline-block;width:180px;height:10px;vertical-align:middle;margin:0 6px;"
+           f"background:linear-gradient(to right,{_VIRIDIS})'></span>")
+    return (f"<div class='hpt-legend' style='font-size:12px;line-height:20px'>{html.escape(what)}: "
+            f"worst {html.escape(worst)}{bar}best {html.escape(best)} (median {html.escape(median)})</div>")
+
+
+def _figure(marks: list, axes: list, title: str, *, height: int = 300, left: int = 72, right: int = 24,
+            top: int = 36, bottom: int = 46, **options: Any) -> bqplot.Figure:
+    """A figure that fills the width it is given and keeps its marks clear of the edges: no
+    point cut in half, room on the left for the tick labels and, beside them, the axis label."""
+    return bqplot.Figure(marks=marks, axes=axes, title=title, padding_x=0.03, padding_y=0.06,
+                         min_aspect_ratio=0.0, max_aspect_ratio=1000.0,
+                         fig_margin={"top": top, "bottom": bottom, "left": left, "right": right},
+                         title_style={"font-size": "13px"},
+                         layout=widgets.Layout(width="100%", height=f"{height}px", min_width="0"), **options)
+
+
+def _value_axis(scale: Any, label: str = "value") -> bqplot.Axis:
+    """A vertical axis of scores: compact labels, its label clear of them."""
+    return bqplot.Axis(scale=scale, label=label, orientation="vertical", tick_format="~g", label_offset="54px")
+
+
+def _set_ticks(axis: bqplot.Axis, low: float, high: float, kind: str, max_ticks: int = 6) -> None:
+    """Ticks chosen here, not by bqplot: ``kind`` "log" (decades or 1-2-5 steps), "int" (whole
+    numbers) or "float"."""
+    if kind == "log":
+        ticks = log_ticks(low, high, max_ticks)
+        labels = tick_labels(ticks)
+        fmt = None
+    else:
+        ticks = linear_ticks(low, high, max_ticks, integer=kind == "int")
+        labels, fmt = None, "d" if kind == "int" else "~g"
+    with axis.hold_sync():
+        axis.tick_values = ticks
+        axis.tick_labels = labels
+        axis.tick_format = fmt
+
+
+def _padded(low: float, high: float, log: bool, share: float = 0.04) -> tuple[float, float]:
+    """A scale's fixed range around [low, high] with a margin, so edge points are whole."""
+    if log and low > 0:
+        ratio = (high / low) ** share
+        return low / ratio, high * ratio
+    pad = (high - low) * share or 0.5
+    return low - pad, high + pad
+
+
+def _column_scaling(values: list, log: bool = False) -> tuple:
+    """How a parallel-coordinates axis maps to 0-1: ("number", low, high, log) or ("labels", [...])."""
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         low, high = min(present), max(present)
-        return ("number", low, high if high > low else low + 1.0)
+        log = log and low > 0
+        return ("number", low, high if high > low else (low * 10 if log else low + 1.0), log)
     return ("labels", sorted({str(v) for v in present}))
 
 
-def _scale_column(values: list) -> list[float]:
-    """A parallel-coordinates axis: numbers scaled to [0, 1], categories spread evenly, NaN for
-    a knob a trial did not have (a conditional one)."""
-    scaling = _column_scaling(values)
+def _to_unit(scaling: tuple, value: Any) -> float:
+    """A value's height on its parallel-coordinates axis (NaN for a knob the trial did not have)."""
+    if value is None:
+        return float("nan")
     if scaling[0] == "number":
-        low, span = scaling[1], scaling[2] - scaling[1]
-        return [float("nan") if v is None else (v - low) / span for v in values]
+        _, low, high, log = scaling
+        if log:
+            return (math.log10(value) - math.log10(low)) / (math.log10(high) - math.log10(low))
+        return (value - low) / (high - low)
     labels = scaling[1]
-    spread = max(len(labels) - 1, 1)
-    return [float("nan") if v is None else labels.index(str(v)) / spread for v in values]
+    return labels.index(str(value)) / max(len(labels) - 1, 1)
+
+
+def _from_unit(scaling: tuple, share: float) -> float:
+    """The value at a height of a numeric parallel-coordinates axis."""
+    _, low, high, log = scaling
+    if log:
+        return 10 ** (math.log10(low) + share * (math.log10(high) - math.log10(low)))
+    return low + share * (high - low)
 
 
 class Dashboard:
@@ -101,23 +185,45 @@ class Dashboard:
         self.failed = widgets.Dropdown(options=[("failed trials: none", None)], layout=widgets.Layout(width="220px"))
         self.traceback = widgets.HTML()
         self.failed.observe(self._show_traceback, "value")
-        table_tab = widgets.VBox([widgets.HBox([self.sort_by, self.descending, self.failed]), self.table,
-                                  self.traceback])
+        self.expand_table = widgets.ToggleButton(value=False, description="expand", icon="expand",
+                                                 tooltip="Show every listed row without scrolling the table")
+        self.expand_table.observe(lambda _: self._dirty.set(), "value")
+        table_tab = widgets.VBox([widgets.HBox([self.sort_by, self.descending, self.failed, self.expand_table]),
+                                  self.table, self.traceback], layout=widgets.Layout(width="100%"))
 
+        multi = run.is_multi_objective
         x_scale, y_scale = bqplot.LinearScale(), bqplot.LinearScale()
-        self.points = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, default_size=16,
-                                     colors=["#8c959f"], tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["#", "value"]))
+        self._history_scales = {"linear": y_scale, "log": bqplot.LogScale()}
+        # Hover: the trial, its score and its knobs; a click pins its row at the top of the table.
+        self.points = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, default_size=20,
+                                     colors=["#8c959f"], names=[], display_names=False,
+                                     tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["objective 0", "objective 1"],
+                                                            formats=["~g", "~g"]) if multi
+                                     else bqplot.Tooltip(fields=["name"]),
+                                     interactions={"hover": "tooltip", "click": "select"},
+                                     selected_style={"stroke": "#cf222e", "stroke-width": 2},
+                                     unselected_style={})
         self.best_line = bqplot.Lines(x=[], y=[], scales={"x": x_scale, "y": y_scale}, colors=["#0969da"],
                                       interpolation="step-after", stroke_width=2)
         self.front = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, default_size=32,
                                     colors=["#0969da"])
-        self.history = bqplot.Figure(
-            marks=[self.points, self.best_line, self.front],
-            axes=[bqplot.Axis(scale=x_scale, label="trial"),
-                  bqplot.Axis(scale=y_scale, label="value", orientation="vertical", tick_format=".3g")],
-            title="optimisation history", fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
-            layout=widgets.Layout(width="100%", height="300px"),
-        )
+        self.history_x_axis = bqplot.Axis(scale=x_scale, label="objective 0" if multi else "trial",
+                                          tick_format="~g" if multi else "d", num_ticks=8)
+        self.history_y_axis = _value_axis(y_scale, "objective 1" if multi else "value")
+        self.history = _figure([self.points, self.best_line, self.front], [self.history_x_axis, self.history_y_axis],
+                               "Pareto front" if multi else "optimisation history (grey: trials, blue: best so far)")
+        # One outlier must not squash the band that matters: a robust range by default.
+        self.value_range = widgets.ToggleButtons(
+            options=[("robust range", "robust"), ("all points", "all"), ("log scale", "log")], value="robust",
+            tooltips=["The range where most scores lie", "Every score", "Scores on a log scale (positive scores)"],
+            style={"button_width": "110px"})
+        self.value_range.observe(lambda _: self._redraw_values(), "value")
+        self.range_note = widgets.HTML()
+        self.selected_note = widgets.HTML()
+        self.points.observe(self._on_point_selected, "selected")
+        self._selected_trial: int | None = None
+        self._labels: dict[int, str] = {}  # trial number -> its hover label
+        self._history_numbers: list[int] = []  # the trial of each history point, as drawn
         # Trials are folded into a digest as they arrive, so a refresh costs the same at 10,000
         # trials as at 10; a refresh copies out, under the lock, only what its pages draw.
         self._lock = threading.Lock()
@@ -136,58 +242,82 @@ class Dashboard:
                                             layout=widgets.Layout(width="260px"))
         self.other_param.observe(lambda _: self._dirty.set(), "value")
         self.other_slice = self._slice_figure(None)
-        self.other_box = widgets.VBox([self.other_param, self.other_slice["figure"]],
-                                      layout=widgets.Layout(display="none"))
-        slices_tab = widgets.VBox([
-            widgets.GridBox([s["figure"] for s in self.slices.values()],
-                            layout=widgets.Layout(grid_template_columns="repeat(auto-fill, minmax(320px, 1fr))")),
-            self.other_box,
-        ])
+        # Attached only once there is such a knob: a figure drawn hidden has no width and logs
+        # negative-size rectangles.
+        self.other_box = widgets.VBox([], layout=widgets.Layout(width="100%"))
+        self.slice_grid = widgets.GridBox(
+            [s["figure"] for s in self.slices.values()],
+            layout=widgets.Layout(width="100%", grid_template_columns="repeat(auto-fill, minmax(360px, 1fr))",
+                                  grid_gap="4px 12px"))
+        slices_tab = widgets.VBox([self.slice_grid, self.other_box], layout=widgets.Layout(width="100%"))
 
         self.parallel_scale_x = bqplot.OrdinalScale()
-        self.parallel_colour = bqplot.ColorScale(scheme="viridis" if run.directions[0] == "maximize" else "viridis_r")
-        parallel_y = bqplot.LinearScale(min=0, max=1)
+        # Colour by rank (0 worst, 1 best): one outlier does not paint every other line alike.
+        self.parallel_colour = bqplot.ColorScale(scheme="viridis", min=0.0, max=1.0)
+        self.parallel_legend = widgets.HTML()
+        parallel_y = bqplot.LinearScale(min=-0.12, max=1.1)  # room for each axis's end labels
         self.parallel_lines = bqplot.Lines(x=[], y=[], scales={"x": self.parallel_scale_x, "y": parallel_y,
                                                                "color": self.parallel_colour},
-                                           opacities=[0.5], stroke_width=1)
+                                           opacities=[0.5], stroke_width=1.2, labels=[],
+                                           tooltip=bqplot.Tooltip(fields=["name"]))
+        # Each axis's own range, written at its ends (categories: at each category's height).
+        self.parallel_ends = bqplot.Label(x=[], y=[], text=[], scales={"x": self.parallel_scale_x, "y": parallel_y},
+                                          default_size=11, align="middle", colors=["#24292f"],
+                                          font_weight="normal")
         self._parallel_scaling: dict[str, tuple] = {}  # axis -> how its values map to 0-1 (writer sets)
         self.parallel_axis = widgets.Dropdown(options=[], description="brush axis",
                                               layout=widgets.Layout(width="260px"))
         self.parallel_brush = bqplot.interacts.BrushIntervalSelector(scale=parallel_y, orientation="vertical",
                                                                      marks=[self.parallel_lines], color="#0969da")
         self.parallel_brush.observe(self._on_parallel_brush, "brushing")
-        self.parallel = bqplot.Figure(
-            marks=[self.parallel_lines], axes=[bqplot.Axis(scale=self.parallel_scale_x, label="")],
-            title="parallel coordinates (each range scaled to 0-1; colour: value)",
-            fig_margin={"top": 40, "bottom": 40, "left": 20, "right": 20},
-            layout=widgets.Layout(width="100%", height="300px"), interaction=self.parallel_brush)
+        self.parallel = _figure(
+            [self.parallel_lines, self.parallel_ends],
+            [bqplot.Axis(scale=self.parallel_scale_x, label="", grid_lines="none")],
+            "parallel coordinates (each axis spans its own range)",
+            height=340, left=48, right=48, top=44, interaction=self.parallel_brush)
 
         step_x, step_y = bqplot.LinearScale(), bqplot.LinearScale()
-        self.intermediate_lines = bqplot.Lines(x=[], y=[], scales={"x": step_x, "y": step_y}, opacities=[0.6],
-                                               stroke_width=1)
-        self.intermediate = bqplot.Figure(
-            marks=[self.intermediate_lines],
-            axes=[bqplot.Axis(scale=step_x, label="step"),
-                  bqplot.Axis(scale=step_y, label="reported value", orientation="vertical", tick_format=".3g")],
-            title="intermediate values (tune.trial.report), latest 50 trials",
-            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
-            layout=widgets.Layout(width="100%", height="300px"))
+        intermediate_scales = {"x": step_x, "y": step_y}
+        self.intermediate_lines = bqplot.Lines(x=[], y=[], scales=intermediate_scales, opacities=[0.55],
+                                               stroke_width=1.2, colors=["#0969da"], labels=[],
+                                               tooltip=bqplot.Tooltip(fields=["name"]))
+        self.pruned_lines = bqplot.Lines(x=[], y=[], scales=intermediate_scales, opacities=[0.7], stroke_width=1,
+                                         colors=[_PRUNED_COLOUR], line_style="dashed", labels=[],
+                                         tooltip=bqplot.Tooltip(fields=["name"]))
+        self.best_curve = bqplot.Lines(x=[], y=[], scales=intermediate_scales, stroke_width=3, colors=["#cf222e"],
+                                       labels=[], tooltip=bqplot.Tooltip(fields=["name"]))
+        self.intermediate_x_axis = bqplot.Axis(scale=step_x, label="step", tick_format="d")
+        self.intermediate_y_axis = _value_axis(step_y, "reported value")
+        self.intermediate = _figure(
+            [self.pruned_lines, self.intermediate_lines, self.best_curve],
+            [self.intermediate_x_axis, self.intermediate_y_axis],
+            "intermediate values reported with tune.report (the latest 50 trials)")
+        self.intermediate_legend = widgets.HTML(_legend([
+            ("#0969da", "solid", "complete"), (_PRUNED_COLOUR, "dashed", "pruned"),
+            ("#cf222e", "solid", "best trial")]))
 
-        bar_x, bar_y = bqplot.OrdinalScale(), bqplot.LinearScale(min=0)
-        self.importance_bars = bqplot.Bars(x=[], y=[], scales={"x": bar_x, "y": bar_y}, colors=["#0969da"])
-        self.importance = bqplot.Figure(
-            marks=[self.importance_bars],
-            axes=[bqplot.Axis(scale=bar_x), bqplot.Axis(scale=bar_y, orientation="vertical", tick_format=".2f")],
-            title="parameter importance (Optuna's evaluator; computed when the study ends)",
-            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
-            layout=widgets.Layout(width="100%", height="300px"))
+        bar_names, bar_values = bqplot.OrdinalScale(reverse=True), bqplot.LinearScale(min=0)
+        self.importance_bars = bqplot.Bars(x=[], y=[], scales={"x": bar_names, "y": bar_values}, colors=["#0969da"],
+                                           orientation="horizontal", padding=0.25,
+                                           tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["knob", "importance"],
+                                                                  formats=["", ".3f"]))
+        self.importance = _figure(
+            [self.importance_bars],
+            [bqplot.Axis(scale=bar_names, orientation="vertical", grid_lines="none"),
+             bqplot.Axis(scale=bar_values, tick_format=".2f", num_ticks=6, label="importance")],
+            "parameter importance (Optuna's evaluator; computed when the study ends)", height=200, left=110)
         self.importance_note = widgets.HTML()
         self._importance_for: int | None = None  # number of complete trials it was computed for
 
-        tabs = [("History" if not run.is_multi_objective else "Pareto front", self.history),
-                ("Trials", table_tab), ("Slices", slices_tab), ("Parallel", widgets.VBox([self.parallel_axis, self.parallel])),
-                ("Intermediate", self.intermediate),
-                ("Importance", widgets.VBox([self.importance_note, self.importance]))]
+        full = widgets.Layout(width="100%")
+        history_tab = widgets.VBox([widgets.HBox([self.value_range, self.range_note]), self.history,
+                                    self.selected_note], layout=full)
+        tabs = [("History" if not run.is_multi_objective else "Pareto front", history_tab),
+                ("Trials", table_tab), ("Slices", slices_tab),
+                ("Parallel", widgets.VBox([widgets.HBox([self.parallel_axis, self.parallel_legend]), self.parallel],
+                                          layout=full)),
+                ("Intermediate", widgets.VBox([self.intermediate_legend, self.intermediate], layout=full)),
+                ("Importance", widgets.VBox([self.importance_note, self.importance], layout=full))]
         if run.scheduler is not None:  # population-based training: who cloned whom, and the schedule
             tabs[5:5] = self._population_pages(run.scheduler.settings.population)
         # Only the chosen page is attached: a bqplot figure hidden in a Tab has no width and
@@ -195,7 +325,8 @@ class Dashboard:
         self.pages = dict(tabs)
         self.page_picker = widgets.ToggleButtons(options=list(self.pages), value=tabs[0][0],
                                                  style={"button_width": "96px"})
-        self.page = widgets.Box([tabs[0][1]], layout=widgets.Layout(width="100%"))
+        self.page = widgets.VBox([tabs[0][1]], layout=widgets.Layout(width="100%"))
+        self.page.add_class("hpt-page")
         self.page_picker.observe(self._show_page, "value")
         # The view's own errors show here: appended from the writer thread, never `with out:`
         # (which would capture whatever the main thread prints meanwhile).
@@ -206,11 +337,17 @@ class Dashboard:
                                                  tooltip="Show or hide the steering panel")
         self.steer_toggle.observe(self._show_steer, "value")
         controls.children = [*controls.children, self.steer_toggle]
+        self._steerable = True
+        if run.scheduler is not None:  # PBT explores by itself: nothing to steer
+            self.steer_toggle.layout.display = "none"
         body = widgets.HBox([widgets.VBox([self.page_picker, self.page], layout=widgets.Layout(flex="1 1 0%",
                                                                                                  min_width="0")),
                              self.steer.widget], layout=widgets.Layout(width="100%"))
         self.widget = widgets.VBox([self.header, controls, body, self.errors])
+        self.widget.add_class("hpt-dashboard")
+        self.page_picker.add_class("hpt-pages")
         self._running: list = []  # the run's running trials, as of the latest refresh
+        self._samplers_used: dict[str, int] = {}  # under auto, once the study has ended
         self.refresh()
         self._unsubscribe = run.subscribe(self._on_event)
         context = contextvars.copy_context()  # Output appends land under the cell that made us
@@ -223,43 +360,45 @@ class Dashboard:
         maximize = self.run.directions[0] == "maximize"
         step_x = bqplot.LinearScale()
         member_y = bqplot.LinearScale(min=-0.5, max=population - 0.5)
-        self.lineage_colour = bqplot.ColorScale(scheme="viridis" if maximize else "viridis_r")
+        # Colour by rank among the segments shown (0 worst, 1 best), so that one outlier does
+        # not paint every other segment the same; the bar names the scores at its ticks.
+        self.lineage_colour = bqplot.ColorScale(scheme="viridis", min=0.0, max=1.0)
         scales = {"x": step_x, "y": member_y}
-        # One line per segment, at its member's height from its first to its last step
-        # (colour: its score); one dashed link per exploit, from the donor's line to the member
-        # that cloned its checkpoint, at the step it did.
-        self.lineage_links = bqplot.Lines(x=[], y=[], scales=scales, colors=["#57606a"], line_style="dashed",
-                                          stroke_width=1, opacities=[0.8])
+        # One line per segment, at its member's height from its first to its last step; one
+        # dashed link per exploit, from the donor's line to the member that cloned its checkpoint.
+        self.lineage_links = bqplot.Lines(x=[], y=[], scales=scales, colors=["#cf222e"], line_style="dashed",
+                                          stroke_width=1.5, opacities=[0.9], labels=[],
+                                          tooltip=bqplot.Tooltip(fields=["name"]))
         self.lineage_lines = bqplot.Lines(x=[], y=[], scales={**scales, "color": self.lineage_colour},
-                                          stroke_width=6, tooltip=bqplot.Tooltip(fields=["name"], labels=["segment"]))
-        height = min(max(60 + 36 * population, 220), 480)
-        self.lineage = bqplot.Figure(
-            marks=[self.lineage_links, self.lineage_lines],
-            axes=[bqplot.Axis(scale=step_x, label="step"),
-                  bqplot.Axis(scale=member_y, label="member", orientation="vertical", tick_format="d",
-                              tick_values=list(range(population))),
-                  bqplot.ColorAxis(scale=self.lineage_colour, label="score", side="right",
-                                   tick_format=".3g")],
-            title="lineage: each member's segments (colour: score); dashed: a member clones another",
-            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 70},
-            layout=widgets.Layout(width="100%", height=f"{height}px"))
+                                          stroke_width=7, labels=[], tooltip=bqplot.Tooltip(fields=["name"]))
+        height = min(max(90 + 40 * population, 240), 520)
+        self.lineage_x_axis = bqplot.Axis(scale=step_x, label="step", tick_format="d")
+        member_ticks = linear_ticks(0, population - 1, 12, integer=True)
+        self.lineage = _figure(
+            [self.lineage_links, self.lineage_lines],
+            [self.lineage_x_axis,
+             bqplot.Axis(scale=member_y, label="member", orientation="vertical", tick_format="d",
+                         tick_values=member_ticks, label_offset="36px", grid_lines="none")],
+            "lineage: each member's segments", height=height, left=56, right=24)
+        self.lineage_legend = widgets.HTML()
         self.lineage_note = widgets.HTML()
 
         schedule_x, schedule_y = bqplot.LinearScale(), bqplot.LinearScale(min=0, max=1)
         self.schedule_lines = bqplot.Lines(x=[], y=[], scales={"x": schedule_x, "y": schedule_y},
-                                           interpolation="step-after", stroke_width=2, colors=_PALETTE,
-                                           display_legend=True, labels=[])
-        self.schedule = bqplot.Figure(
-            marks=[self.schedule_lines],
-            axes=[bqplot.Axis(scale=schedule_x, label="step"),
-                  bqplot.Axis(scale=schedule_y, label="within its range", orientation="vertical",
-                              tick_format=".1f")],
-            title="the best member's hyperparameters over steps (each scaled to its range: see legend)",
-            legend_location="top-right", fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
-            layout=widgets.Layout(width="100%", height="300px"))
+                                           interpolation="step-after", stroke_width=2, colors=_PALETTE, labels=[],
+                                           tooltip=bqplot.Tooltip(fields=["name"]))
+        self.schedule_x_axis = bqplot.Axis(scale=schedule_x, label="step", tick_format="d")
+        self.schedule = _figure(
+            [self.schedule_lines],
+            [self.schedule_x_axis,
+             bqplot.Axis(scale=schedule_y, label="within its range", orientation="vertical", tick_format="~g",
+                         tick_values=[0.0, 0.25, 0.5, 0.75, 1.0], label_offset="46px")],
+            "the best member's hyperparameters over steps (each scaled to its range)", left=64)
+        self.schedule_legend = widgets.HTML()
         self.schedule_table = widgets.HTML()
-        return [("Lineage", widgets.VBox([self.lineage, self.lineage_note])),
-                ("Schedule", widgets.VBox([self.schedule, self.schedule_table]))]
+        full = widgets.Layout(width="100%")
+        return [("Lineage", widgets.VBox([self.lineage_legend, self.lineage, self.lineage_note], layout=full)),
+                ("Schedule", widgets.VBox([self.schedule_legend, self.schedule, self.schedule_table], layout=full))]
 
     # --- events (any thread): record, mark dirty; never touch widgets here ---------------
 
@@ -343,7 +482,7 @@ class Dashboard:
             "History": (digest.version, self._take_history, self._draw_history),
             "Pareto front": (digest.version, self._take_history, self._draw_history),
             "Trials": ((digest.version, self.sort_by.value, self.descending.value, best and best.number,
-                        running_key),
+                        running_key, self._selected_trial, self.expand_table.value),
                        self._take_table, self._draw_table),
             "Slices": ((digest.version, self.other_param.value), self._take_slices, self._draw_slices),
             "Parallel": (digest.version, digest.parallel_rows, self._draw_parallel),
@@ -370,10 +509,20 @@ class Dashboard:
         final = self.run.state in FINAL_STATES and not self.run.is_alive
         self.stop_button.disabled = final
         self.pause_button.disabled = final
+        # Narrowing acts on trials still to come: not on an ended study, nor under PBT.
+        steerable = self.run.scheduler is None and not final
+        if steerable != self._steerable:
+            self._steerable = steerable
+            self.steer_toggle.disabled = not steerable
+            self.steer_toggle.tooltip = ("Show or hide the steering panel" if steerable else
+                                         "Steering narrows the trials still to come: add trials to steer again"
+                                         if self.run.scheduler is None else "PBT explores by itself: no steering")
+            self.steer.widget.layout.display = "flex" if steerable and self.steer_toggle.value else "none"
         self._label_sort_order()
         self._note_importance(complete)
         if len(failed) + 1 != len(self.failed.options):
-            self.failed.options = [(f"failed trials: {len(failed)}", None)] + [(f"traceback of #{n}", n) for n in failed]
+            self.failed.options = [(f"failed trials: {len(failed) or 'none'}", None)] + [
+                (f"traceback of #{n}", n) for n in failed]
         if due:
             draw(taken)
             self._drawn[page] = depends_on
@@ -387,13 +536,17 @@ class Dashboard:
         writer's last updates may have gone out under a cell that had already finished."""
         self.refresh(full=True)
         with self._refreshing:
-            marks = [self.points, self.best_line, self.front, self.parallel_lines, self.intermediate_lines,
-                     self.importance_bars, self.other_slice["points"], *(s["points"] for s in self.slices.values())]
+            figures = [self.history, self.parallel, self.intermediate, self.importance, self.other_slice["figure"],
+                       *(s["figure"] for s in self.slices.values())]
+            shown = [self.header, self.table, self.importance_note, self.pause_button, self.stop_button,
+                     self.steer_toggle, self.steer.widget.layout, self.range_note, self.importance.layout]
             if self.run.scheduler is not None:
-                marks += [self.lineage_lines, self.lineage_links, self.lineage_note, self.schedule_lines,
-                          self.schedule_table]
-            for widget in [self.header, self.table, self.importance_note, self.pause_button, self.stop_button,
-                           *marks]:
+                figures += [self.lineage, self.schedule]
+                shown += [self.lineage_note, self.schedule_table, self.schedule_legend]
+            for figure in figures:
+                scales = {scale for mark in figure.marks for scale in mark.scales.values()}
+                shown += [figure, *figure.marks, *figure.axes, *scales]
+            for widget in shown:
                 widget.send_state()
 
     # --- small multiples and friends ----------------------------------------------------
@@ -405,27 +558,33 @@ class Dashboard:
             declared = {d.name: d.param for d in self.run.cell.declarations}
             param = declared.get(name)
         kind = type(param).__name__ if param is not None else None
+        log = bool(getattr(param, "log", False))
+        y_scale = bqplot.LinearScale()
+        x_axis = bqplot.Axis(label=name or "", scale=bqplot.LinearScale())
         if kind == "ChoiceParam":
             x_scale = bqplot.OrdinalScale()
-        elif getattr(param, "log", False):
-            x_scale = bqplot.LogScale()
+        elif param is not None and kind in ("FloatParam", "IntParam"):
+            # The declared range, fixed: a narrowing shows as empty space at the sides.
+            low, high = _padded(param.low, param.high, log)
+            x_scale = bqplot.LogScale(min=low, max=high) if log else bqplot.LinearScale(min=low, max=high)
+            x_axis.scale = x_scale
+            _set_ticks(x_axis, param.low, param.high, "log" if log else "int" if kind == "IntParam" else "float", 5)
         else:
             x_scale = bqplot.LinearScale()
-        y_scale = bqplot.LinearScale()
-        points = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, default_size=12, colors=["#0969da"],
-                                default_opacities=[0.6])
-        figure = bqplot.Figure(
-            marks=[points], title=name or "",
-            axes=[bqplot.Axis(scale=x_scale, label=name or "", tick_format=None if kind == "ChoiceParam" else ".3g"),
-                  bqplot.Axis(scale=y_scale, orientation="vertical", tick_format=".3g")],
-            fig_margin={"top": 30, "bottom": 40, "left": 50, "right": 10},
-            layout=widgets.Layout(width="100%", height="220px"))
+            x_axis.tick_format, x_axis.num_ticks = "~g", 5
+        x_axis.scale = x_scale
+        points = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, default_size=18, colors=["#0969da"],
+                                default_opacities=[0.6], names=[], display_names=False,
+                                tooltip=bqplot.Tooltip(fields=["name"]))
+        y_axis = _value_axis(y_scale)
+        figure = _figure([points], [x_axis, y_axis], name or "", height=240, top=30, left=72, right=16)
         if name and kind in ("FloatParam", "IntParam"):
             # Brushing a range of this knob proposes it to the steering panel.
             brush = bqplot.interacts.BrushIntervalSelector(scale=x_scale, marks=[points], color="#0969da")
             brush.observe(lambda change, name=name: self._on_slice_brush(name, change), "brushing")
             figure.interaction = brush
-        return {"figure": figure, "points": points, "categorical": kind == "ChoiceParam"}
+        return {"figure": figure, "points": points, "categorical": kind == "ChoiceParam", "y_scale": y_scale,
+                "y_axis": y_axis}
 
     def _on_slice_brush(self, name: str, change: dict) -> None:  # main thread
         selected = change["owner"].selected
@@ -442,8 +601,8 @@ class Dashboard:
             return
         low, high = sorted(float(v) for v in selected)
         if scaling[0] == "number":
-            start, span = scaling[1], scaling[2] - scaling[1]
-            self.steer.propose("brush", {axis: self._clip_to_declared(axis, start + low * span, start + high * span)})
+            self.steer.propose("brush", {axis: self._clip_to_declared(axis, _from_unit(scaling, low),
+                                                                      _from_unit(scaling, high))})
         else:
             labels = scaling[1]
             spread = max(len(labels) - 1, 1)
@@ -460,24 +619,31 @@ class Dashboard:
         return (min(max(low, param.low), param.high), min(max(high, param.low), param.high))
 
     def _take_slices(self) -> tuple[dict, list[str]]:
-        return ({name: (list(xs), list(ys)) for name, (xs, ys) in self.digest.slices.items()},
-                list(self.digest.param_names))
+        numbers = self.digest.slice_numbers
+        return ({name: (list(xs), list(ys), list(numbers.get(name, ()))) for name, (xs, ys)
+                 in self.digest.slices.items()}, list(self.digest.param_names))
 
     def _draw_slices(self, taken: tuple[dict, list[str]]) -> None:
         if self.run.is_multi_objective:
             return
         slices, names = taken
+        y_range = self._value_range([y for _, ys, _ in slices.values() for y in ys])
         for name, plot in self.slices.items():
-            xs, ys = slices.get(name, ([], []))
+            xs, ys, numbers = slices.get(name, ([], [], []))
             with plot["points"].hold_sync():
                 plot["points"].x, plot["points"].y = xs, ys
+                plot["points"].names = [self._label(n) for n in numbers]
+            self._apply_range(plot["y_scale"], plot["y_axis"], y_range)
+            if ys:
+                _set_ticks(plot["y_axis"], *(y_range or (min(ys), max(ys))), "float", 5)
         others = sorted(set(names) - set(self.slices))
         if others:
             if list(self.other_param.options) != others:
                 self.other_param.options = others
-            self.other_box.layout.display = "flex"
+            if not self.other_box.children:
+                self.other_box.children = [self.other_param, self.other_slice["figure"]]
             name = self.other_param.value or others[0]
-            xs, ys = slices.get(name, ([], []))
+            xs, ys, numbers = slices.get(name, ([], [], []))
             title = name
             if any(isinstance(x, str) for x in xs):  # categories on this linear axis: codes
                 labels = sorted({str(x) for x in xs})
@@ -485,6 +651,7 @@ class Dashboard:
                 title = f"{name}: " + ", ".join(f"{i}={label}" for i, label in enumerate(labels))
             with self.other_slice["points"].hold_sync():
                 self.other_slice["points"].x, self.other_slice["points"].y = xs, ys
+                self.other_slice["points"].names = [self._label(n) for n in numbers]
             self.other_slice["figure"].title = title
 
     def _draw_parallel(self, chosen: list[Row]) -> None:
@@ -497,30 +664,70 @@ class Dashboard:
         axes = names + ["value"]
         columns: dict[str, list] = {name: [row.params.get(name) for row in chosen] for name in names}
         columns["value"] = [row.values[0] for row in chosen]
-        scaled = [_scale_column(columns[name]) for name in axes]
-        self._parallel_scaling = {name: _column_scaling(columns[name]) for name in names}
+        declared = self.run.declared_space()
+        scalings = {name: _column_scaling(columns[name], getattr(declared.get(name), "log", False))
+                    for name in axes}
+        self._parallel_scaling = {name: scalings[name] for name in names}
         if list(self.parallel_axis.options) != names:
             self.parallel_axis.options = names
-        lines = [list(point) for point in zip(*scaled)]
+        lines = [[_to_unit(scalings[name], row.params.get(name) if name != "value" else row.values[0])
+                  for name in axes] for row in chosen]
+        ends_x, ends_y, ends_text = [], [], []
+        for name in axes:
+            scaling = scalings[name]
+            if scaling[0] == "number":
+                points = [(-0.07, scaling[1]), (1.05, scaling[2])]
+                points = [(y, number(v, 3) if isinstance(v, float) else str(v)) for y, v in points]
+            else:
+                labels = scaling[1]
+                points = [(i / max(len(labels) - 1, 1), label[:14]) for i, label in enumerate(labels)]
+            for y, text in points:
+                ends_x.append(name)
+                ends_y.append(y)
+                ends_text.append(text)
         with self.parallel_lines.hold_sync():
             self.parallel_lines.x = axes
             self.parallel_lines.y = lines
-            self.parallel_lines.color = columns["value"]
+            self.parallel_lines.color = ranks(columns["value"], self.run.directions[0] == "maximize")
+            self.parallel_lines.labels = [self._label(row.number) for row in chosen]
+        ordered = sorted(columns["value"], reverse=self.run.directions[0] != "maximize")  # worst first
+        self.parallel_legend.value = _colour_bar("colour: value", _fmt(ordered[0]), _fmt(ordered[len(ordered) // 2]),
+                                                 _fmt(ordered[-1]))
+        with self.parallel_ends.hold_sync():
+            self.parallel_ends.x, self.parallel_ends.y, self.parallel_ends.text = ends_x, ends_y, ends_text
 
     def _draw_intermediate(self, reported: list[Row]) -> None:
+        """Curves of the latest trials that reported: complete ones solid, pruned ones dashed
+        grey, the best trial's thick red."""
         if not reported:
             return
-        steps = sorted({step for r in reported for step, _ in r.intermediate})
-        index = {step: i for i, step in enumerate(steps)}
-        lines = []
+        # Each curve its own steps, padded to a common length by repeating its last point: a
+        # curve that ends early (pruned, a PBT segment) must not end in NaN, which bqplot turns
+        # into a console error.
+        length = max(len(r.intermediate) for r in reported)
+        best = self.run.best_trial
+        best_number = best.number if best is not None else None
+        groups: dict[str, tuple[list, list, list]] = {"complete": ([], [], []), "pruned": ([], [], []),
+                                                      "best": ([], [], [])}
         for row in reported:
-            line = [float("nan")] * len(steps)
-            for step, value in row.intermediate:
-                line[index[step]] = value
-            lines.append(line)
-        with self.intermediate_lines.hold_sync():
-            self.intermediate_lines.x = [float(s) for s in steps]
-            self.intermediate_lines.y = lines
+            points = list(row.intermediate) + [row.intermediate[-1]] * (length - len(row.intermediate))
+            kind = "best" if row.number == best_number else "pruned" if row.state == "pruned" else "complete"
+            last = row.intermediate[-1]
+            what = f"pruned at step {last[0]}" if row.state == "pruned" else row.state
+            xs, ys, labels = groups[kind]
+            xs.append([float(step) for step, _ in points])
+            ys.append([float(value) for _, value in points])
+            labels.append(f"#{row.number} ({what}) last {_fmt(last[1])} · " + self._params_text(row))
+        for mark, kind in ((self.intermediate_lines, "complete"), (self.pruned_lines, "pruned"),
+                           (self.best_curve, "best")):
+            xs, ys, labels = groups[kind]
+            with mark.hold_sync():
+                mark.x, mark.y, mark.labels = xs, ys, labels
+        steps = [step for r in reported for step, _ in r.intermediate]
+        values = [value for r in reported for _, value in r.intermediate if math.isfinite(value)]
+        _set_ticks(self.intermediate_x_axis, min(steps), max(steps), "int", 10)
+        if values:
+            _set_ticks(self.intermediate_y_axis, min(values), max(values), "float", 6)
 
     def _draw_lineage(self, segments: list) -> None:
         """The latest ``max_segments`` segments as lines, the exploits among them as dashed links."""
@@ -528,26 +735,34 @@ class Dashboard:
             return
         ends = {s.number: s.end for s in segments}  # a donor's segment, to start its link where it ended
         shown = segments[-self.max_segments:]
-        scores = [s.value for s in shown if s.value is not None]
-        worst = (min(scores) if self.run.directions[0] == "maximize" else max(scores)) if scores else 0.0
+        maximize = self.run.directions[0] == "maximize"
+        scored = [s.value for s in shown if s.value is not None]
+        rank_of = iter(ranks(scored, higher_is_better=maximize))
         xs, ys, colours, labels = [], [], [], []
-        link_x, link_y = [], []
+        link_x, link_y, link_labels = [], [], []
         for s in shown:
             xs.append([float(s.start), float(s.end)])
             ys.append([float(s.member), float(s.member)])
-            colours.append(float(s.value) if s.value is not None else float(worst))  # failed, pruned: worst
+            colours.append(next(rank_of) if s.value is not None else 0.0)  # failed, pruned: worst
             labels.append(f"#{s.number} member {s.member} steps {s.start}-{s.end} "
                           + (f"score {_fmt(s.value)}" if s.value is not None else s.state)
                           + (f" cloned member {s.parent}" if s.exploited else ""))
             if s.exploited and s.parent is not None:
                 link_x.append([float(ends.get(s.from_trial, s.start)), float(s.start)])
                 link_y.append([float(s.parent), float(s.member)])
+                link_labels.append(f"#{s.number}: member {s.member} cloned member {s.parent} at step {s.start}")
+        ordered = sorted(scored, reverse=not maximize)  # worst first
+        bar = _colour_bar("a segment's colour: its score", _fmt(ordered[0]), _fmt(ordered[len(ordered) // 2]),
+                          _fmt(ordered[-1])) if ordered else ""
+        self.lineage_legend.value = bar + _legend([("#cf222e", "dashed", "a member clones another's checkpoint")])
+        _set_ticks(self.lineage_x_axis, min(x[0] for x in xs), max(x[1] for x in xs), "int", 10)
         with self.lineage_lines.hold_sync():
             self.lineage_lines.x, self.lineage_lines.y = xs, ys
             self.lineage_lines.color = colours
             self.lineage_lines.labels = labels
         with self.lineage_links.hold_sync():
             self.lineage_links.x, self.lineage_links.y = link_x, link_y
+            self.lineage_links.labels = link_labels
         exploits = sum(1 for s in segments if s.exploited)
         shown_text = f"the latest {len(shown)} of {len(segments)} segments" if len(shown) < len(segments) \
             else f"{len(segments)} segments"
@@ -590,6 +805,9 @@ class Dashboard:
             self.schedule_lines.x = xs
             self.schedule_lines.y = ys
             self.schedule_lines.labels = labels
+        _set_ticks(self.schedule_x_axis, xs[0], xs[-1], "int", 10)
+        self.schedule_legend.value = _legend([(_PALETTE[i % len(_PALETTE)], "solid", label)
+                                              for i, label in enumerate(labels)])
         shown = schedule[-100:]
         head = "".join(f"<th>{html.escape(h)}</th>" for h in ["steps", "#", "member", *names, "score"])
         body = "".join(
@@ -627,14 +845,19 @@ class Dashboard:
         except Exception as error:  # noqa: BLE001 - e.g. a space the evaluator cannot handle
             self.importance_note.value = f"Importance unavailable: {html.escape(str(error))}"
             return
+        names = list(importances)
         with self._refreshing:
             with self.importance_bars.hold_sync():
-                self.importance_bars.x = list(importances)
+                self.importance_bars.x = names
                 self.importance_bars.y = [float(v) for v in importances.values()]
+            # room for the longest knob name on the left, a bar's height for each knob
+            self.importance.fig_margin = {**self.importance.fig_margin,
+                                          "left": min(24 + 7 * max((len(n) for n in names), default=4), 260)}
+            self.importance.layout.height = f"{max(90 + 30 * len(names), 180)}px"
             self.importance_note.value = f"From {complete} complete trials."
 
-    def _show_steer(self, change: dict) -> None:  # main thread: the panel's layout's only writer
-        self.steer.widget.layout.display = "flex" if change["new"] else "none"
+    def _show_steer(self, change: dict) -> None:  # main thread
+        self.steer.widget.layout.display = "flex" if change["new"] and self._steerable else "none"
 
     def _show_page(self, change: dict) -> None:  # main thread: the page box's only writer
         self.page.children = [self.pages[change["new"]]]
@@ -646,40 +869,48 @@ class Dashboard:
         self.descending.icon = "sort-amount-desc" if descending else "sort-amount-asc"
 
     def _header_html(self, front_size: int = 0) -> str:
+        """Two lines: what a glance needs (state, progress, best, time), then the details."""
         run = self.run
         colour = _STATE_COLOURS.get(run.state, "#57606a")
+        ended = run.state in FINAL_STATES and not run.is_alive
         best = run.best_trial
         if best is None:
             best_text = "no complete trial yet"
         elif run.is_multi_objective:
             best_text = f"{front_size} trials on the Pareto front"
         else:
-            best_text = f"best <b>{_fmt(best.value)}</b> at trial #{best.number}"
+            best_text = f"best <b>{html.escape(number(best.value, 6))}</b> (trial #{best.number})"
         budget = f"/{run.budget}" if run.budget is not None else ""
-        eta = run.eta()
-        running = self._running
-        per_trial = run.sampler_seconds / run.n_run * 1000 if run.n_run else 0.0
-        parts = [
-            f"<b>{html.escape(run.name)}</b>",
-            f"<span style='color:{colour}'>&#9679; {html.escape(run.state)}</span>",
-            f"{html.escape(run.sampler_text())} · {html.escape('/'.join(run.directions))}"
-            + html.escape(run.slots_text()) + html.escape(run.scheduler_text()),
-            f"{run.n_finished}{budget} trials" + (f" ({len(running)} running)" if running else ""),
-            best_text,
-            # whole seconds while running: the header then changes (and is sent) once a second
-            (f"{run.elapsed:.0f}s" + (f" · ETA {eta:.0f}s" if eta is not None else "")) if run.is_alive
-            else f"{run.elapsed:.1f}s",
-            f"sampler {per_trial:.1f} ms/trial",
-        ]
-        if run.n_failed:
-            parts.insert(4, f"<span style='color:#cf222e'>{run.n_failed} failed</span>")
+        counts = [f"{len(self._running)} running"] if self._running else []
         if run.n_pruned:
-            parts.insert(4, f"<span style='color:{_PRUNED_COLOUR}'>{run.n_pruned} pruned</span>")
-        if run.reason and run.state in FINAL_STATES:
-            parts.append(html.escape(run.reason))
-        return ("<div class='hpt-header' style='font-family:var(--jp-ui-font-family, sans-serif)'>"
-                + " · ".join(parts)
-                + f"<div style='color:#57606a;font-size:smaller'>{html.escape(run.opened)}</div></div>")
+            counts.append(f"<span style='color:{_PRUNED_COLOUR}'>{run.n_pruned} pruned</span>")
+        if run.n_failed:
+            counts.append(f"<span style='color:#cf222e'>{run.n_failed} failed</span>")
+        eta = run.eta()
+        if ended:
+            timing = duration(run.elapsed)
+        else:  # whole seconds while running: the header then changes (and is sent) once a second
+            timing = duration(float(int(run.elapsed))) + (f" · ETA {duration(float(int(eta)))}" if eta else "")
+        state = html.escape(run.state) + (f": {html.escape(run.reason)}" if ended and run.reason else "")
+        first = [f"<b>{html.escape(run.name)}</b>", f"<span style='color:{colour}'>&#9679; {state}</span>",
+                 f"{run.n_finished}{budget} trials" + (f" ({', '.join(counts)})" if counts else ""),
+                 best_text, timing]
+        if not ended:
+            self._samplers_used = {}
+        if ended and isinstance(run.study.sampler, AutoSampler):
+            used = self._samplers_used or run.samplers_used()  # reads every trial: once, at the end
+            self._samplers_used = used
+            sampler = "auto chose " + ", ".join(f"{name} for {n}" for name, n in used.items())
+        else:  # while running, what samples the next trial and why
+            sampler = run.sampler_text()
+        per_trial = run.sampler_seconds / run.n_run * 1000 if run.n_run else 0.0
+        where = run.slots_text().lstrip(" ·") or "one trial at a time in the kernel"
+        details = [sampler, "/".join(run.directions), run.scheduler_text().lstrip(" ·"), where,
+                   run.opened, f"sampler {per_trial:.1f} ms/trial"]
+        return ("<div class='hpt-header' style='font-family:var(--jp-ui-font-family, sans-serif);line-height:1.5'>"
+                "<div class='hpt-header-main' style='font-size:14px'>" + " · ".join(first) + "</div>"
+                "<div class='hpt-header-details' style='color:#57606a;font-size:12px'>"
+                + html.escape(" · ".join(d for d in details if d)) + "</div></div>")
 
     def _take_history(self) -> tuple:
         digest = self.digest
@@ -696,11 +927,88 @@ class Dashboard:
 
     def _draw_history(self, taken: tuple) -> None:
         (xs, ys), (marked_x, marked_y) = taken
+        multi = self.run.is_multi_objective
+        numbers = [] if multi else [int(x) for x in xs]
         with self.points.hold_sync():
             self.points.x, self.points.y = xs, ys
-        line = self.front if self.run.is_multi_objective else self.best_line
+            if not multi:
+                self.points.names = [self._label(n) for n in numbers]
+        self._history_numbers = numbers
+        line = self.front if multi else self.best_line
         with line.hold_sync():
             line.x, line.y = marked_x, marked_y
+        if not multi and len(xs):
+            _set_ticks(self.history_x_axis, 0, max(float(max(xs)), 1.0), "int", 10)
+            self._apply_history_range([float(y) for y in ys], [float(y) for y in marked_y])
+
+    def _redraw_values(self) -> None:  # main thread: the range toggle changed
+        self._drawn.pop("History", None)
+        self._drawn.pop("Slices", None)
+        self._dirty.set()
+
+    def _value_range(self, values: list[float], keep: Any = ()) -> tuple[float, float] | None:
+        """The y range the robust mode shows (None: every point)."""
+        return robust_range(values, keep) if self.value_range.value == "robust" else None
+
+    @staticmethod
+    def _apply_range(scale: Any, axis: Any, y_range: tuple[float, float] | None) -> None:
+        with scale.hold_sync():
+            scale.min, scale.max = (y_range if y_range is not None else (None, None))
+
+    def _apply_history_range(self, ys: list[float], best: list[float]) -> None:
+        mode = self.value_range.value
+        positive = bool(ys) and min(ys) > 0
+        log = mode == "log" and positive
+        scale = self._history_scales["log" if log else "linear"]
+        if self.history_y_axis.scale is not scale:  # swap the scale under the axis and the marks
+            for mark in (self.points, self.best_line, self.front):
+                mark.scales = {**mark.scales, "y": scale}
+            self.history_y_axis.scale = scale
+        if log:
+            _set_ticks(self.history_y_axis, min(ys), max(ys), "log", 6)
+            self.range_note.value = ""
+            return
+        y_range = self._value_range(ys, best)
+        self._apply_range(scale, self.history_y_axis, y_range)
+        _set_ticks(self.history_y_axis, *(y_range or (min(ys), max(ys))), "float", 6)
+        hidden = 0 if y_range is None else sum(1 for y in ys if not y_range[0] <= y <= y_range[1])
+        note = f"{hidden} trial{'s' if hidden != 1 else ''} outside this range" if hidden else ""
+        if mode == "log" and not positive:
+            note = "a log scale needs positive scores"
+        self.range_note.value = f"<small style='color:#57606a;line-height:32px'>{html.escape(note)}</small>"
+
+    def _params_text(self, row: Row) -> str:
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in row.params.items())
+
+    def _label(self, trial_number: int) -> str:
+        """A trial's hover label: number, score, knobs (cached: a trial never changes)."""
+        text = self._labels.get(trial_number)
+        if text is None:
+            row = self.digest.by_number.get(trial_number)
+            if row is None:
+                return f"#{trial_number}"
+            score = "/".join(_fmt(v) for v in row.values) if row.values else row.state
+            member = f" · member {row.member}" if row.member is not None else ""
+            text = f"#{trial_number} · {score}{member} · {self._params_text(row)}"
+            if len(self._labels) > 20_000:
+                self._labels.clear()
+            self._labels[trial_number] = text
+        return text
+
+    def _on_point_selected(self, change: dict) -> None:  # main thread: a click on a history point
+        selected = change["new"]
+        if selected is None or len(selected) == 0:
+            self._selected_trial = None
+            self.selected_note.value = ""
+        else:
+            index = int(selected[0])
+            if index >= len(self._history_numbers):
+                return
+            self._selected_trial = self._history_numbers[index]
+            self.selected_note.value = (f"<small>Trial #{self._selected_trial} selected: its row is first in the "
+                                        f"Trials table. {html.escape(self._label(self._selected_trial))}</small>")
+        self._drawn.pop("Trials", None)
+        self._dirty.set()
 
     def _take_table(self) -> tuple[list[Row], int, list[str]]:
         self._table.reorder(self.digest, self.sort_by.value, self.descending.value)
@@ -714,27 +1022,47 @@ class Dashboard:
         missing = [n for n in names if n not in self.sort_by.options]
         if missing:
             self.sort_by.options = [*self.sort_by.options, *missing]
+        selected = self.digest.by_number.get(self._selected_trial) if self._selected_trial is not None else None
+        if selected is not None:  # a clicked point's trial comes first
+            shown = [selected, *(r for r in shown if r.number != selected.number)]
         score_names = ["value"] if not run.is_multi_objective else [f"value {i}" for i in range(len(run.directions))]
+        member = run.scheduler is not None
         best = run.best_trial
         best_number = best.number if best is not None else None
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["#", "state", *score_names, *names, "seconds"])
-        layout = tuple(names)
+        # One format per column, so that a column's numbers line up and read alike.
+        formats = [ColumnFormat([(r.values or (None,) * len(score_names))[i] for r in shown])
+                   for i in range(len(score_names))]
+        formats += [ColumnFormat([r.params.get(n) for r in shown] + [t.params.get(n) for t in self._running])
+                    for n in names]
+        headers = ["#", "state", *(["member"] if member else []), *score_names, *names, "duration"]
+        numeric = [True, False, *([True] if member else []), *[True] * len(score_names),
+                   *[any(isinstance(r.params.get(n), (int, float)) and not isinstance(r.params.get(n), bool)
+                         for r in shown) for n in names], True]
+        head = "".join(f"<th{' class=n' if num else ''}>{html.escape(h)}</th>" for h, num in zip(headers, numeric))
+        aligns = ["right" if num else "left" for num in numeric]
+        layout = (tuple(names), member, tuple(f.key for f in formats))
         if len(self._row_html) > 4 * self.max_rows:
             self._row_html.clear()
+
+        def cells(texts: list[str]) -> str:
+            return "".join(f"<td{' class=n' if align == 'right' else ''}>{html.escape(text)}</td>"
+                           for text, align in zip(texts, aligns))
+
         body = []
         for trial in self._running:  # running trials first, as Optuna's dashboard does
-            texts = [str(trial.number), "running", *[""] * len(score_names),
-                     *[_fmt(trial.params.get(n)) for n in names], f"{trial.seconds:.0f}"]
-            body.append("<tr style='color:#1a7f37;font-style:italic'>"
-                        + "".join(f"<td>{html.escape(c)}</td>" for c in texts) + "</tr>")
+            texts = [str(trial.number), "running", *([""] if member else []), *[""] * len(score_names),
+                     *[f(trial.params.get(n)) for f, n in zip(formats[len(score_names):], names)],
+                     f"{int(trial.seconds)} s" if trial.seconds < 60 else duration(trial.seconds)]
+            body.append(f"<tr style='color:#1a7f37;font-style:italic'>{cells(texts)}</tr>")
         for row in shown:
-            cells = self._row_html.get((row.number, layout))
-            if cells is None:
-                texts = [str(row.number), row.state]
-                texts += [_fmt(v) for v in (row.values or (None,) * len(score_names))]
-                texts += [_fmt(row.params.get(n)) for n in names]
-                texts.append(_fmt(row.seconds))
-                cells = self._row_html[(row.number, layout)] = "".join(f"<td>{html.escape(c)}</td>" for c in texts)
+            row_cells = self._row_html.get((row.number, layout))
+            if row_cells is None:
+                texts = [str(row.number), row.state, *([str(row.member) if row.member is not None else ""]
+                                                       if member else [])]
+                texts += [f(v) for f, v in zip(formats, row.values or (None,) * len(score_names))]
+                texts += [f(row.params.get(n)) for f, n in zip(formats[len(score_names):], names)]
+                texts.append(duration(row.seconds))
+                row_cells = self._row_html[(row.number, layout)] = cells(texts)
             style = " style='background:#ddf4ff;font-weight:600'" if row.number == best_number else ""
             if row.state == "fail":
                 style = " style='color:#cf222e'"
@@ -743,9 +1071,13 @@ class Dashboard:
                     if row.intermediate else ""
                 style = (f" class='hpt-pruned' style='color:{_PRUNED_COLOUR};font-style:italic'"
                          f" title='{html.escape('pruned' + last)}'")
-            body.append(f"<tr{style}>{cells}</tr>")
+            if selected is not None and row.number == selected.number:
+                style = " class='hpt-selected' style='outline:2px solid #cf222e;outline-offset:-2px'"
+            body.append(f"<tr{style}>{row_cells}</tr>")
         note = f"showing {len(shown)} of {total} trials" if total > len(shown) else f"{total} trials"
-        self.table.value = (f"<div style='max-height:320px;overflow:auto'><table class='hpt-trials'>"
+        height = "none" if self.expand_table.value else "480px"
+        self.table.value = (f"{_TABLE_STYLE}<div class='hpt-table-scroll' style='max-height:{height};overflow:auto'>"
+                            f"<table class='hpt-trials'>"
                             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
                             f"<small>{html.escape(note)}</small>")
 

@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable, NamedTuple
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from ..core.pbt import PBT_KEY
+
 _STATE_NAMES = {state: state.name.lower() for state in TrialState}
 
 
@@ -29,6 +31,7 @@ class Row(NamedTuple):
     params: dict[str, Any]
     seconds: float | None
     intermediate: tuple[tuple[int, float], ...] = ()
+    member: int | None = None  # population-based training: the member this segment trained
 
 
 def plot_coordinate(value: Any, categorical: bool) -> float | str:
@@ -138,6 +141,8 @@ class Digest:
         self.history = SeriesSample(max_points)  # (x, y): number and value, or two objectives
         self.kept = StrideSample(max_points // 2)  # complete rows for the slices and parallel lines
         self.slices: dict[str, tuple[list, list]] = {}  # knob -> (xs, ys) of the kept rows
+        self.slice_numbers: dict[str, list[int]] = {}  # knob -> the trial number of each slice point
+        self.by_number: dict[int, Row] = {}  # every finished trial's row, for hover labels
         sign = self.signs[0]
         self._top = RankedRows(top, lambda row: (sign * row.values[0], row.number))  # single objective
         self.front: list[Row] = []  # the Pareto front (several objectives)
@@ -153,8 +158,10 @@ class Digest:
             params = {k: decoders[k](v) if k in decoders else v for k, v in params.items()}
         reported = trial.intermediate_values
         values = trial.values
+        segment = trial.user_attrs.get(PBT_KEY) if trial.user_attrs else None
+        member = segment.get("member") if isinstance(segment, dict) else None
         return Row(trial.number, _STATE_NAMES[trial.state], tuple(values) if values is not None else None, params,
-                   seconds, tuple(sorted(reported.items())) if reported else ())
+                   seconds, tuple(sorted(reported.items())) if reported else (), member)
 
     def fold(self, trials: Iterable[FrozenTrial]) -> list[Row]:
         """Fold finished trials in; returns their rows."""
@@ -163,7 +170,9 @@ class Digest:
             return rows
         complete = []
         names, known = self.param_names, self.known_names
+        by_number = self.by_number
         for row in rows:
+            by_number[row.number] = row
             if not row.params.keys() <= known:
                 names.extend(n for n in row.params if n not in known)
                 known.update(row.params)
@@ -216,9 +225,10 @@ class Digest:
             xs, ys = self.slices.setdefault(name, ([], []))
             xs.append(plot_coordinate(knob, name in self.categorical))
             ys.append(value)
+            self.slice_numbers.setdefault(name, []).append(row.number)
 
     def _rebuild_slices(self) -> None:
-        self.slices = {}
+        self.slices, self.slice_numbers = {}, {}
         for row in self.kept.items():
             self._append_slices(row)
 

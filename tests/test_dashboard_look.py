@@ -1,0 +1,116 @@
+"""How the dashboard reads, judged from the DOM of a real JupyterLab in headless Chromium.
+
+Three finished studies (an ordinary one with a log, an integer and a categorical knob and
+`tune.report` curves; one under Hyperband; one under PBT) run with Run All at 1500x1000. On
+every page of every dashboard: the charts span at least 90% of the page's width, no two tick
+labels of an axis overlap, no axis label overlaps its ticks or sits in the plot, no legend covers
+a plot; hover names the trial, a click on a point brings its row to the table, the table's
+header stays in view when scrolled; the page logs no console error. Screenshots of every page
+go to test-artifacts/ for people to look at.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from test_browser import ARTIFACTS, _notebook, _run_all, lab, page  # noqa: F401  (fixtures)
+from conftest import ROOT
+
+MEASURE = (ROOT / "tests" / "dom_checks.js").read_text()
+
+CELLS = [
+    "%load_ext hpt_jupyter\nimport math, time",
+    # an ordinary study: a log knob, an integer knob (one on a log scale), a choice, curves
+    "%%tune -n 30 --direction maximize --seed 0 --name ordinary --storage memory\n"
+    "lr = tune.float(1e-5, 1e-1, log=True)\nlayers = tune.int(1, 8)\nwidth = tune.int(16, 512, log=True)\n"
+    "activation = tune.choice(['relu', 'tanh', 'gelu'])\n"
+    "for epoch in range(1, 21):\n"
+    "    score = 1 - math.exp(-epoch * lr * 50) * (1 + abs(math.log10(lr) + 3) / 3) / (1 + layers / 8)"
+    " - 0.001 * width / 64\n"
+    "    tune.report(score, epoch)\n"
+    "time.sleep(0.05)\nscore",
+    "%%tune -n 30 --direction maximize --seed 0 --name hyper --storage memory "
+    "--pruner \"hyperband(min_resource=1, max_resource=20, reduction_factor=3)\"\n"
+    "lr = tune.float(1e-5, 1e-1, log=True)\nlayers = tune.int(1, 8)\n"
+    "for epoch in range(1, 21):\n"
+    "    score = 1 - math.exp(-epoch * lr * 50) * (1 + abs(math.log10(lr) + 3) / 3) / (1 + layers / 8)\n"
+    "    tune.report(score, epoch)\n"
+    "    time.sleep(0.005)\nscore",
+    "%%tune -n 40 --direction maximize --seed 0 --name pbt --storage memory --scheduler pbt --population 4"
+    " --interval 5\n"
+    "lr = tune.float(1e-4, 1.0, log=True)\nalpha = tune.float(1e-6, 1e-1, log=True)\n"
+    "state = tune.restore()\nstep, q = state if state is not None else (0, 0.0)\n"
+    "while step < 30:\n    step += 1\n    q += lr * (1 - q) - alpha\n    tune.checkpoint((step, q))\n"
+    "    tune.report(q, step)\nq",
+    "print('done:', lr, layers)",  # waits for the studies (Run All)
+]
+
+
+def _dashboard(page, name: str):  # noqa: F811
+    return page.locator(".hpt-dashboard", has=page.locator(".hpt-header-main", has_text=name)).first
+
+
+def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F811
+    url, root = lab
+    page.set_viewport_size({"width": 1500, "height": 1000})
+    _notebook(root / "look.ipynb", CELLS)
+    _run_all(page, url, "look.ipynb")
+    page.locator(".jp-OutputArea-output pre", has_text="done:").wait_for(timeout=240_000)
+
+    problems = []
+    for name in ("ordinary", "hyper", "pbt"):
+        board = _dashboard(page, name)
+        board.locator(".hpt-header-main", has_text="finished").wait_for(timeout=60_000)
+        board.scroll_into_view_if_needed()
+        pages = board.locator(".hpt-pages .widget-toggle-button").all_inner_texts()
+        expected = {"History", "Trials", "Slices", "Parallel", "Intermediate", "Importance"}
+        if name == "pbt":
+            expected |= {"Lineage", "Schedule"}
+        assert {p.strip() for p in pages} >= expected, pages
+        for title in pages:
+            board.locator(f".hpt-pages .widget-toggle-button:text-is('{title}')").click()
+            if title != "Trials":
+                board.locator(".hpt-page .bqplot.figure").first.wait_for(timeout=15_000)
+            time.sleep(1.0)  # the writer's next refresh, and the figure's own transition
+            measured = board.evaluate(MEASURE)
+            board.screenshot(path=str(ARTIFACTS / f"look-{name}-{title.strip().lower()}.png"))
+            if title == "Trials":
+                continue
+            if measured["span"] is None or measured["span"] < 0.9:
+                problems.append(f"{name}/{title}: charts span {measured['span']} of {measured['pageWidth']} px")
+            problems += [f"{name}/{title}: {o}" for o in measured["overlaps"]]
+            problems += [f"{name}/{title}: a legend covers the plot of {t}" for t in measured["legendsOverPlots"]]
+    assert problems == [], problems
+
+    # Hover names the trial; a click on a point brings its row to the top of the table.
+    board = _dashboard(page, "ordinary")
+    board.locator(".hpt-pages .widget-toggle-button:text-is('History')").click()
+    dot = board.locator(".hpt-page .bqplot path.dot").nth(5)
+    dot.hover()
+    tooltip = page.locator(".bqplot_mark_tooltip").filter(has_text="#").first
+    tooltip.wait_for(timeout=10_000)
+    hovered = re.search(r"#(\d+)", tooltip.inner_text()).group(1)
+    assert "lr=" in tooltip.inner_text()
+    dot.click()
+    board.locator(".hpt-page", has_text=f"Trial #{hovered} selected").wait_for(timeout=10_000)
+    board.locator(".hpt-pages .widget-toggle-button:text-is('Trials')").click()
+    first = board.locator("table.hpt-trials tbody tr.hpt-selected").first
+    first.wait_for(timeout=10_000)
+    assert first.locator("td").first.inner_text() == hovered
+
+    # The table's header stays in view when its rows scroll (PBT: 40 rows, a member column).
+    board = _dashboard(page, "pbt")
+    board.locator(".hpt-pages .widget-toggle-button:text-is('Trials')").click()
+    board.locator("table.hpt-trials th", has_text="member").wait_for(timeout=10_000)
+    scroller = board.locator(".hpt-table-scroll")
+    assert scroller.evaluate("e => e.scrollHeight > e.clientHeight"), "too few rows to scroll"
+    scroller.evaluate("e => { e.scrollTop = e.scrollHeight; }")
+    time.sleep(0.3)
+    header_top = board.locator("table.hpt-trials th").first.evaluate("e => e.getBoundingClientRect().top")
+    scroller_top = scroller.evaluate("e => e.getBoundingClientRect().top")
+    assert abs(header_top - scroller_top) < 2, (header_top, scroller_top)
+    cells = board.locator("table.hpt-trials tbody tr").first.locator("td")
+    assert cells.last.inner_text().endswith(" s")  # durations formatted
+    assert cells.nth(3).evaluate("e => getComputedStyle(e).textAlign") == "right"  # numbers aligned
+    assert page.console_errors == [], page.console_errors
