@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import threading
+import time
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -32,6 +33,7 @@ from .errors import TuneError
 from .views.lab import bridge_of
 from .views.lab import register as register_lab_target
 from .views.text import best_trials_table
+from .waiting import message_pump, wait_for
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Touching these on a run object does not need the study's final result.
@@ -114,7 +116,8 @@ Line magic (NAME defaults to the latest study):
   %tune pause [NAME]      start no new trial until resume
   %tune resume [NAME]
   %tune more N [NAME]     add N trials to the budget (restarts a finished study)
-  %tune wait [NAME]       block until the study ends (interrupt: stop it gracefully)
+  %tune wait [NAME]       block until the study ends (interrupt: stop it gracefully);
+                          the dashboard's buttons keep working meanwhile
 Steering (from the next trial on; the sampler keeps what it learnt inside the new space):
   %tune narrow [NAME] lr=1e-4:1e-2 kernel=rbf,poly
                           search only these ranges / options (inside the declared ones)
@@ -136,7 +139,9 @@ Example:
 
 The cell returns at once; the study runs in the background and its progress prints under
 the cell. When it ends, C, kernel and gamma hold the best trial's values. A later cell that
-uses them waits for the study first. Knobs: tune.float(low, high, *, log=False, step=None),
+uses them waits for the study first; the dashboard's buttons and pages keep working while it
+waits, and Stop ends the wait with the best so far.
+Knobs: tune.float(low, high, *, log=False, step=None),
 tune.int(low, high, *, log=False, step=1), tune.choice(options); a knob is named by its
 assignment target, by the keyword it is passed to, or by name=. tune.runs[NAME] and
 tune.last are the run objects (.best_params, .best_value, .study, .trials_dataframe()).
@@ -159,13 +164,20 @@ class Coordinator:
         self.watched: dict[str, tuple[Run, bool, bool]] = {}  # name -> (run, inject, refit)
         self.views: dict[str, Any] = {}  # name -> its live dashboard, refreshed on injection
         self.put_tune = False  # %load_ext put `tune` in the namespace: %unload_ext takes it away
+        # A cell is waiting and handling widget messages: a comm handler fires pre/post_execute
+        # (comm's handle_msg does), which must not mark the waiting cell as ended.
+        self._pumping = False
 
     # -- IPython events --
     def pre_execute(self) -> None:
+        if self._pumping:
+            return
         with self._lock:
             self._executing = True
 
     def post_execute(self) -> None:
+        if self._pumping:
+            return
         with self._lock:
             self._executing = False
             self._inject_pending()
@@ -189,6 +201,20 @@ class Coordinator:
                 self._pending.append(run)
             else:
                 self._inject(run)
+
+    def wait(self, run: Run) -> None:
+        """Block until ``run`` ends; in a kernel, the dashboard's buttons, sliders and pages and
+        the sidebar keep working meanwhile (see :mod:`hpt_jupyter.waiting`)."""
+        pump = message_pump(self.shell)
+        if pump is None:
+            wait_for(run, None)
+            return
+        with pump:
+            self._pumping = True
+            try:
+                wait_for(run, pump)
+            finally:
+                self._pumping = False
 
     def inject_now(self, run: Run) -> None:
         """After ``%tune wait``: the waiting cell may use the values on its next line."""
@@ -247,9 +273,37 @@ class Coordinator:
             if not needed and not uses_result:
                 continue
             reason = ", ".join(needed) if needed else "the run's result"
-            print(f"Waiting for '{run.name}' ({run.progress()}) because this cell uses {reason}; "
-                  "interrupt to stop it early and use the best so far.", flush=True)
-            run.wait()
+            line = _Line(self.shell, f"Waiting for '{run.name}' ({run.progress()}) because this cell uses "
+                                     f"{reason}; interrupt to stop it early and use the best so far.")
+            started = time.monotonic()
+            try:
+                self.wait(run)
+            finally:  # the line says how the wait ended rather than stay "Waiting for ..."
+                waited = time.monotonic() - started
+                if run.is_alive:  # a second interrupt: the cell goes on without the result
+                    line.update(f"Stopped waiting for '{run.name}' after {waited:.1f}s ({run.progress()}); "
+                                "it stops after its running trial.")
+                else:
+                    line.update(f"Waited {waited:.1f}s for '{run.name}' ({run.state}: {run.progress()}) "
+                                f"because this cell uses {reason}.")
+
+
+class _Line:
+    """A line of text under the cell that can be replaced: in a kernel a display with an id
+    (also updated in notebooks run by nbclient or papermill); elsewhere printed once."""
+
+    def __init__(self, shell: Any, text: str) -> None:
+        self.handle = None
+        if getattr(shell, "kernel", None) is not None:
+            from IPython.display import display
+
+            self.handle = display({"text/plain": text}, raw=True, display_id=True)
+        else:
+            print(text, flush=True)
+
+    def update(self, text: str) -> None:
+        if self.handle is not None:
+            self.handle.update({"text/plain": text}, raw=True)
 
 
 def _is_run_object(node: ast.AST) -> bool:
@@ -415,7 +469,7 @@ class TuneMagics(Magics):
             inside = len(run.trials())
             print(f"'{run.name}': {_applied(run, run.reset(source='magic'), 1.0, inside)}")
         else:
-            run.wait()
+            self.coordinator.wait(run)  # widgets stay alive; interrupt: stop gracefully
             self.coordinator.inject_now(run)
 
     def _steer(self, command: str, words: list[str]) -> None:
