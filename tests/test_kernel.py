@@ -31,7 +31,8 @@ def test_cells_run_during_a_study_unless_they_use_a_tuned_name(kernel):
     assert "Waiting" not in free.stdout
 
     uses = kernel.run("print('VALUES', a, k)")
-    assert "Waiting for 'slow'" in uses.stdout and "because this cell uses a, k" in uses.stdout
+    waited = " ".join(r.get("text/plain", "") for r in uses.results)  # a line updated when the wait ends
+    assert "Waiting for 'slow'" in waited and "because this cell uses a, k" in waited
     a, k = uses.stdout.split("VALUES ")[1].split()
     best = kernel.value("(tune.last.state, tune.last.n_finished, tune.last.best_params)")
     assert best[:2] == ("finished", 12)
@@ -164,7 +165,7 @@ def test_interrupting_a_waiting_cell_stops_the_study_and_injects_the_best_so_far
     msg_id = kernel.client.execute("print('VALUES', a, k)")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not any(
-            "Waiting for" in m["content"].get("text", "") for m in kernel.outputs[msg_id]):
+            "Waiting for" in m["content"].get("data", {}).get("text/plain", "") for m in kernel.outputs[msg_id]):
         kernel._drain(None, 0.2)
     time.sleep(0.5)
     kernel.manager.interrupt_kernel()

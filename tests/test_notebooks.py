@@ -21,6 +21,13 @@ def _text(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
 
+def _shown(cell) -> str:
+    """The text of a cell's displays: the line that said "Waiting for ..." and, updated when
+    the wait ended, says "Waited ..."."""
+    return "".join(o.get("data", {}).get("text/plain", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") == "display_data")
+
+
 def _stored_best(folder, name: str) -> optuna.trial.FrozenTrial:
     storage = JournalStorage(JournalFileBackend(str(folder / "hpt_studies.journal")))
     return optuna.load_study(study_name=name, storage=storage).best_trial
@@ -40,9 +47,9 @@ def _executed(name: str, folder) -> tuple:
 
 def test_quickstart_runs_headless_and_later_cells_see_the_best_values(tmp_path):
     nb, _ = _executed("quickstart.ipynb", tmp_path)
-    outputs = [_text(c) for c in nb.cells if c.cell_type == "code"]
-    result = next(text for text in outputs if text.count("best: C="))
-    assert "Waiting for 'svc'" in result  # the cell that uses the names waited for the study
+    cell = next(c for c in nb.cells if c.cell_type == "code" and _text(c).count("best: C="))
+    result = _text(cell)
+    assert "Waited " in _shown(cell) and " for 'svc' (finished: " in _shown(cell)  # it waited for the study
 
     best = _stored_best(tmp_path, "svc")
     line = next(l for l in result.splitlines() if l.startswith("best: "))
@@ -90,7 +97,7 @@ def test_papermill_with_parameters(tmp_path):
     nb = nbformat.read(out, as_version=4)
     printed = _text(nb.cells[-1])
     best = _stored_best(tmp_path, "small")
-    assert f"X {best.params['x']}" in printed and "Waiting for 'small'" in printed
+    assert f"X {best.params['x']}" in printed and "for 'small' (finished: " in _shown(nb.cells[-1])
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
     assert len(optuna.load_study(study_name="small", storage=storage).trials) == 5
 
