@@ -29,6 +29,7 @@ from .samplers import reseed_for_trial
 from .score import short_failure
 from .space import TrialContext
 from .storage import TRACEBACK_KEY, masked, set_lease
+from .trial_warnings import TrialSink, activate, deactivate, enter, leave
 
 logger = logging.getLogger("hpt_jupyter")
 
@@ -72,6 +73,7 @@ class Engine:
             set_lease(run.base_study, run._owner, "active")
         run._emit("started", message=run.opened)
         final_state, reason = FINISHED, ""
+        activate()  # warnings from trials: each kind shown once, all counted (trial_warnings.py)
         try:
             self.executor.open()
             slots = []
@@ -96,6 +98,7 @@ class Engine:
             final_state, reason = FAILED, f"{type(error).__name__}: {error}"
             logger.exception("hpt_jupyter: run %r failed", run.name)
         finally:
+            deactivate()
             self._finish(final_state, masked(reason))  # a database's error may quote its URL
 
     def _finish(self, final_state: str, reason: str) -> None:
@@ -252,9 +255,11 @@ class Engine:
             self.contexts[number] = context
         run._emit("trial_started", number=number)
         objective_start = time.perf_counter()
+        marked = enter(TrialSink(run._warning_log, number))  # this thread's warnings are the trial's
         try:
             outcome = runner.run(TrialRequest(number, context, run.trial_timeout))
         finally:
+            leave(marked)
             objective_seconds = time.perf_counter() - objective_start - context.sampler_seconds
         try:
             self._tell(study, trial, number, outcome, ask_seconds, objective_seconds, context)

@@ -29,6 +29,7 @@ from .space import ChoiceParam, Param
 from .stopping import AutoStop
 from .steered import NARROWINGS_KEY, Segment, Steering, _same, _space_of
 from .storage import TRACEBACK_KEY
+from .trial_warnings import TrialWarning, WarningLog
 
 __all__ = ["Run", "Event", "Segment", "NARROWINGS_KEY", "FINAL_STATES", "FINISHED", "PAUSED", "READY",
            "RUNNING", "STOPPING", "TRACEBACK_KEY"]
@@ -129,6 +130,7 @@ class Run(Steering):
         self.sampler_seconds = 0.0  # time in ask, suggest and tell, summed over this run's trials
         self.objective_seconds = 0.0
         self.n_run = 0  # trials this run has finished
+        self._warning_log = WarningLog()  # warnings the trials raised (see run.warnings)
 
         self._init_steering(study, sampler_factory)
 
@@ -313,6 +315,20 @@ class Run(Steering):
             frame["study"] = segment.study.study_name
             frames.append(frame)
         return pandas.concat(frames, ignore_index=True) if frames else self.study.trials_dataframe(**kwargs)
+
+    @property
+    def warnings(self) -> list[TrialWarning]:
+        """The warnings this run's trials raised, one record per kind (a category raised at one
+        line): ``category``, ``message`` (its first text), ``where`` (``file:line``), ``count``,
+        ``trials`` (run-wide numbers) and ``first_trial``. Each kind was shown once, when it first
+        occurred; the rest were counted here."""
+        return self._warning_log.records()
+
+    def warnings_summary(self) -> str:
+        """One line per warning the trials raised more than once (``ConvergenceWarning: … — in 29
+        of 30 trials, shown once (tune.runs['NAME'].warnings)``), "" when there is none: what
+        the views print when the run ends."""
+        return self._warning_log.summary(self.n_run, f"tune.runs[{self.name!r}].warnings")
 
     def failure(self, number: int) -> str:
         """The traceback of failed trial ``number``."""

@@ -6,7 +6,9 @@ Kernel -> worker: ``("trial", number, is_pbt_segment)``. Worker -> kernel, while
 ``("sample", param)`` (a knob's value: the kernel's trial samples it; answer ``("ok", value)``
 or ``("tune_error", message)``), ``("report", value, step)`` and ``("should_prune",)`` (answer
 ``("ok", bool)``), for a PBT segment ``("checkpoint", blob)`` and ``("restore",)`` (answer
-``("ok", blob or None)``), ``("out", stream, text)`` (what the trial printed); then
+``("ok", blob or None)``), ``("out", stream, text)`` (what the trial printed),
+``("warning", category, message, filename, lineno, text)`` (a warning it raised: the kernel
+counts it and shows the first of its kind); then
 ``("done", values, failure, pruned, space_error, assigned)``.
 """
 
@@ -23,6 +25,7 @@ from typing import Any
 
 from ...errors import TuneError
 from ..space import ChoiceParam, Param, TrialContext, set_context
+from ..trial_warnings import activate, deactivate, enter, leave, note_remote
 from .base import Outcome
 
 
@@ -67,6 +70,9 @@ def serve_trial(conn: Any, context: TrialContext, deadline: float | None, known:
                 continue
             elif kind == "restore":
                 reply = ("ok", context.restore())
+            elif kind == "warning":
+                note_remote(*message[1:])
+                continue
             elif kind == "out":
                 stream = sys.stdout if message[1] == "stdout" else sys.stderr
                 stream.write(message[2])
@@ -172,7 +178,7 @@ class RemoteContext:
     def __init__(self, conn: Any, number: int, segment: bool = False) -> None:
         self.conn = conn
         self.remote = segment  # a PBT segment: tune.checkpoint sends its state to the kernel
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # reentrant: a warning raised mid-request is sent from inside it
         self.assigned: dict[str, Any] = {}
         self.trial = RemoteTrial(self, number)
 
@@ -274,6 +280,26 @@ class _Forward(io.TextIOBase):
                 pass
 
 
+class _WarningSink:
+    """A worker's trial's warnings go to the kernel, which counts them and shows the first of
+    each kind (one worker cannot tell what the others showed)."""
+
+    def __init__(self, context: RemoteContext) -> None:
+        self.context = context
+
+    def note(self, message: Any, category: type, filename: str, lineno: int, line: str | None) -> bool:
+        import warnings
+
+        for stream in (sys.stdout, sys.stderr):  # what the trial printed before it, first
+            stream.flush()
+        text = warnings.formatwarning(message, category, filename, lineno, line)
+        try:
+            self.context.send("warning", category.__name__, str(message), filename, int(lineno), text)
+        except (OSError, EOFError):
+            pass
+        return False
+
+
 def run_trial(conn: Any, session: Session, number: int, segment: bool = False) -> None:
     """Run one trial in this worker, asking the kernel for everything the trial needs."""
     from .thread import evaluate
@@ -282,9 +308,13 @@ def run_trial(conn: Any, session: Session, number: int, segment: bool = False) -
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Forward(context, "stdout"), _Forward(context, "stderr")
     set_context(context)  # type: ignore[arg-type] - quacks like a TrialContext
+    activate()
+    marked = enter(_WarningSink(context))
     try:
         outcome = evaluate(session.objective, session.wants_trial, context.trial, session.n_directions)
     finally:
+        leave(marked)
+        deactivate()
         set_context(None)
         sys.stdout.flush()
         sys.stderr.flush()
