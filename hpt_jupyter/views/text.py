@@ -170,6 +170,8 @@ class TextReporter:
         used = run.samplers_used() if run.sampler_name == "auto" else {}
         chose = ("auto sampled " + ", ".join(f"{n} trial{'' if n == 1 else 's'} with {kind}" for kind, n in used.items())
                  + f"; last: {run.sampler_text()[len('auto: '):]}.\n") if used else ""
+        warned = run.warnings_summary()  # a warning trials raised again and again: once, with its count
+        chose = (f"{warned}\n" if warned else "") + chose
         self._write(f"{prefix}'{run.name}' {run.state}: {event.message}. "
                     f"{run.n_run} trials run in {run.elapsed:.1f}s.\n{chose}{best_trials_table(run, self.top)}\n"
                     + (f"{schedule}\n" if schedule else ""))
