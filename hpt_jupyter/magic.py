@@ -232,6 +232,8 @@ class Coordinator:
                 view.publish_final_state()
 
     def _inject(self, run: Run) -> None:
+        if summary := run.warnings_summary():  # a warning the trials raised again and again
+            print(summary, flush=True)
         _, inject, refit = self.watched.get(run.name, (run, False, False))
         if not inject and not refit:
             return
