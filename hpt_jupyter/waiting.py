@@ -144,15 +144,16 @@ class MessagePump:
             _, parts = self.kernel.session.feed_identities(frames, copy=False)
             # Peek at the header only (content=False does not record the signature, so the
             # kernel's own deserialisation later does not see a replay).
-            kind = self.kernel.session.deserialize(parts, content=False, copy=False)["header"]["msg_type"]
+            peeked = self.kernel.session.deserialize(parts, content=False, copy=False)
+            kind = peeked["header"]["msg_type"]
         except Exception:  # noqa: BLE001 - not ours to judge (e.g. ipykernel's "stop aborting")
             kind = None
         if kind not in DISPATCH_NOW:
             self._held.append(frames)
             return
-        self._dispatch(frames)
+        self._dispatch(frames, {"header": peeked["header"]})
 
-    def _dispatch(self, frames: list) -> None:
+    def _dispatch(self, frames: list, message: dict) -> None:
         kernel = self.kernel
         parent = kernel.get_parent("shell")
         ident = kernel._get_shell_context_var(kernel._shell_parent_ident)
@@ -168,6 +169,13 @@ class MessagePump:
             raise _Unsupported("a comm handler of this kernel awaits its event loop")
         finally:
             kernel.set_parent(ident, parent, channel="shell")  # output goes on to the waiting cell
+        # A concurrent dispatch (the kernel's own for a comm during an async cell) publishes no
+        # status, but a widget in the browser sends its next change only once the kernel says
+        # "idle" for the previous one (ipywidgets keeps one message in flight): without these,
+        # a second click on the same widget would never arrive. Then "busy" again, for the
+        # cell that still waits.
+        for status, on in (("busy", message), ("idle", message), ("busy", parent)):
+            kernel._publish_status(status, "shell", parent=on)
 
 
 def message_pump(shell: Any) -> MessagePump | None:
@@ -189,6 +197,7 @@ def message_pump(shell: Any) -> MessagePump | None:
         if "concurrent" not in inspect.signature(kernel.dispatch_shell).parameters:
             raise _Unsupported("this ipykernel cannot dispatch a comm message inside a cell")
         kernel._get_shell_context_var  # noqa: B018 - fail here, not mid-wait
+        kernel._publish_status  # noqa: B018
         kernel._shell_parent_ident  # noqa: B018
         stream = get_shell_stream(kernel)
         if stream is None or getattr(stream, "_recv_callback", None) is None or not hasattr(stream, "flush"):

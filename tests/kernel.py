@@ -131,11 +131,12 @@ class Kernel:
         return states
 
     def update_widget(self, comm_id: str, state: dict, buffers: list[bytes] | None = None,
-                      buffer_paths: list[list] | None = None) -> None:
-        """Change a widget's state as a frontend does when the user moves it."""
+                      buffer_paths: list[list] | None = None) -> str:
+        """Change a widget's state as a frontend does when the user moves it; the message's id."""
         data = {"method": "update", "state": state, "buffer_paths": buffer_paths or []}
         msg = self.client.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
         self.client.session.send(self.client.shell_channel.socket, msg, buffers=buffers or [])
+        return msg["header"]["msg_id"]
 
     def click(self, comm_id: str) -> None:
         """Click a Button as the frontend does."""

@@ -122,8 +122,10 @@ def test_slices_parallel_intermediate_and_importance_receive_the_trials(kernel):
     lines = models["LinesModel"]
     parallel = next(s for s in lines if s.get("x") == ["lr", "kind", "value"])
     assert parallel["y"]["shape"] == [30, 3]
-    intermediate = next(s for s in lines if isinstance(s.get("x"), dict) and s["x"]["shape"] == [3])
-    assert intermediate["y"]["shape"] == [30, 3]  # 3 reported steps for each of 30 trials
+    # 3 reported steps for each of 30 trials: the complete trials' curves and the best one's
+    curves = _figure_marks(_decoded_widgets(kernel, cell.msg_id), "intermediate values")
+    assert sum(_line_count(m) for m in curves) == 30
+    assert all(m["y"].shape[-1] == 3 for m in curves if _line_count(m))
     bars = models["BarsModel"][0]
     assert sorted(bars["x"]) == ["kind", "lr"]
     assert "From 30 complete trials." in "".join(s["value"] for s in models["HTMLModel"])
@@ -199,6 +201,16 @@ def _decoded_widgets(kernel, msg_id: str, settle: float = 1.0) -> dict[str, dict
     return states
 
 
+def _lines(mark: dict) -> list[list[float]]:
+    """A Lines mark's lines (bqplot sends a single line as one flat array)."""
+    y = mark["y"].tolist() if hasattr(mark["y"], "tolist") else mark["y"]
+    return [y] if y and not isinstance(y[0], list) else y
+
+
+def _line_count(mark: dict) -> int:
+    return len(_lines(mark))
+
+
 def _figure_marks(states: dict[str, dict], title_start: str) -> list[dict]:
     figure = next(s for s in states.values() if s.get("_model_name") == "FigureModel"
                   and str(s.get("title", "")).startswith(title_start))
@@ -234,22 +246,26 @@ def test_header_names_the_pruner_and_pruned_rows_are_marked_and_plotted(kernel):
     header = next(value for value in html_values if "hpt-header" in value)
     assert "pruner threshold(upper=0.5)" in header
     assert f"{len(pruned)} pruned" in header
-    table = next(value for value in html_values if "<table class='hpt-trials'" in value)
-    rows = re.findall(r"<tr([^>]*)><td>(\d+)</td><td>(\w+)</td>", table)
+    table = next(value for value in html_values if "<table class='hpt-trials" in value)
+    rows = re.findall(r"<tr([^>]*)><td class=n>(\d+)</td><td>(\w+)</td>", table)
     marked = sorted(int(number) for attrs, number, state in rows if state == "pruned")
     assert marked == pruned
     assert all("hpt-pruned" in attrs for attrs, number, state in rows if state == "pruned")
     assert not any("hpt-pruned" in attrs for attrs, number, state in rows if state != "pruned")
-    # The intermediate page has every trial's curve, the pruned ones ending at their first step.
-    steps = next(s for s in _figure_marks(states, "intermediate values") if s.get("_model_name") == "LinesModel")
-    assert steps["x"].tolist() == [0.0, 1.0, 2.0]
-    assert steps["y"].shape == (20, 3)
-    ended_early = sorted(i for i, line in enumerate(steps["y"]) if math.isnan(line[1]))
+    # The intermediate page has every trial's curve: the pruned ones dashed, ending at their
+    # first step (their last point repeated), the others over all three steps.
+    marks = _figure_marks(states, "intermediate values")
+    dashed = next(m for m in marks if m.get("line_style") == "dashed")
+    solid = [m for m in marks if m.get("line_style") != "dashed" and _line_count(m)]
     xs = kernel.value("[t.params['x'] for t in sorted(run.trials(states=None), key=lambda t: t.number)]")
-    assert len(ended_early) == len(pruned)
-    assert sorted(xs[n] for n in pruned) == sorted(float(steps["y"][i][0]) for i in ended_early)
+    assert dashed["y"].shape == (len(pruned), 3) and dashed["x"].tolist() == [[0.0, 0.0, 0.0]] * len(pruned)
+    assert sorted(xs[n] for n in pruned) == sorted(float(line[0]) for line in dashed["y"])
+    assert all(not math.isnan(v) for line in dashed["y"] for v in line)  # NaN ends log console errors
+    assert sum(_line_count(m) for m in solid) == 20 - len(pruned)
+    assert all(line == [0.0, 1.0, 2.0] for m in solid for line in _lines({"y": m["x"]}))
     # Not a PBT run: no lineage or schedule page.
-    picker = next(s for s in states.values() if s.get("_model_name") == "ToggleButtonsModel")
+    picker = next(s for s in states.values() if s.get("_model_name") == "ToggleButtonsModel"
+                  and "History" in s["_options_labels"])
     assert "Intermediate" in picker["_options_labels"]
     assert "Lineage" not in picker["_options_labels"] and "Schedule" not in picker["_options_labels"]
     assert not [s for s in states.values() if s.get("_model_name") == "FigureModel"
@@ -304,7 +320,8 @@ def test_a_pbt_run_draws_its_lineage_and_the_best_members_schedule(kernel):
     schedule = kernel.value("run.best_schedule")
     assert len(lineage) == 40 and any(s[4] for s in lineage)
     states = _decoded_widgets(kernel, cell.msg_id)
-    picker = next(s for s in states.values() if s.get("_model_name") == "ToggleButtonsModel")
+    picker = next(s for s in states.values() if s.get("_model_name") == "ToggleButtonsModel"
+                  and "History" in s["_options_labels"])
     assert "Lineage" in picker["_options_labels"] and "Schedule" in picker["_options_labels"]
     header = next(s["value"] for s in states.values()
                   if s.get("_model_name") == "HTMLModel" and "hpt-header" in s["value"])

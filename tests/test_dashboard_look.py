@@ -30,7 +30,7 @@ CELLS = [
     " - 0.001 * width / 64\n"
     "    tune.report(score, epoch)\n"
     "time.sleep(0.05)\nscore",
-    "%%tune -n 30 --direction maximize --seed 0 --name hyper --storage memory "
+    "%%tune -n 30 --direction maximize --seed 0 --name hyperband --storage memory "
     "--pruner \"hyperband(min_resource=1, max_resource=20, reduction_factor=3)\"\n"
     "lr = tune.float(1e-5, 1e-1, log=True)\nlayers = tune.int(1, 8)\n"
     "for epoch in range(1, 21):\n"
@@ -59,7 +59,7 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
     page.locator(".jp-OutputArea-output pre", has_text="done:").wait_for(timeout=240_000)
 
     problems = []
-    for name in ("ordinary", "hyper", "pbt"):
+    for name in ("ordinary", "hyperband", "pbt"):
         board = _dashboard(page, name)
         board.locator(".hpt-header-main", has_text="finished").wait_for(timeout=60_000)
         board.scroll_into_view_if_needed()
@@ -110,6 +110,8 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
     header_top = board.locator("table.hpt-trials th").first.evaluate("e => e.getBoundingClientRect().top")
     scroller_top = scroller.evaluate("e => e.getBoundingClientRect().top")
     assert abs(header_top - scroller_top) < 2, (header_top, scroller_top)
+    chosen = board.locator("select").evaluate_all("els => els.map(e => e.options[e.selectedIndex]?.text)")
+    assert "failed trials: none" in chosen, chosen
     cells = board.locator("table.hpt-trials tbody tr").first.locator("td")
     assert cells.last.inner_text().endswith(" s")  # durations formatted
     assert cells.nth(3).evaluate("e => getComputedStyle(e).textAlign") == "right"  # numbers aligned

@@ -140,7 +140,8 @@ def test_a_brush_on_a_parallel_coordinates_axis_proposes_that_axis_range(kernel)
     time.sleep(0.5)
     kernel.run("%tune stop parallel\n%tune resume parallel\n%tune wait parallel")
     low, high = kernel.value("(lambda p: (p.low, p.high))(tune.runs['parallel'].overrides['x'])")
-    _, start, end = drawn
+    _, start, end, log = drawn
+    assert not log  # x is not a log knob: its axis is linear
     assert abs(low - start) < 1e-9 and abs(high - (start + 0.5 * (end - start))) < 1e-9
     assert kernel.value("tune.runs['parallel'].narrowings[-1].source") == "brush"
 

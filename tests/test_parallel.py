@@ -255,7 +255,8 @@ def test_running_trials_show_in_the_dashboards_table_and_header(kernel):
     reply = kernel.run("%%tune -n 40 --jobs 2 --storage memory --name shown\nx = tune.float(0, 1)\n"
                        "import time\ntime.sleep(0.5)\nx\n")
     assert reply.error is None, reply.error_text
-    kernel.update_widget(kernel.find_widget(reply.msg_id, "ToggleButtonsModel"), {"index": 1})  # Trials
+    pages = kernel.find_widget(reply.msg_id, "ToggleButtonsModel", _dom_classes=["hpt-pages"])
+    kernel.update_widget(pages, {"index": 1})  # Trials
 
     def shows_two_running():
         html = kernel.html_widgets(reply.msg_id, settle=0.3)

@@ -115,7 +115,7 @@ def test_a_page_switch_while_a_cell_waits_shows_the_page(kernel):
     stop = _board(kernel, "stop_button.model_id")
     waiting = kernel.client.execute("print('VALUES', a)")
     _await_waiting(kernel, waiting)
-    kernel.update_widget(picker, {"index": 1})
+    switch = kernel.update_widget(picker, {"index": 1})
     deadline = time.monotonic() + 10
     shown = None
     while shown is None and time.monotonic() < deadline:
@@ -125,6 +125,12 @@ def test_a_page_switch_while_a_cell_waits_shows_the_page(kernel):
                       and f"IPY_MODEL_{target}" in m["content"]["data"].get("state", {}).get("children", [])),
                      None)
     assert shown is not None, "the kernel never sent the new page"
+    # A browser's widget sends its next change only after "idle" for this one (ipywidgets keeps
+    # one message in flight): without it a second page switch would never reach the kernel.
+    kernel._drain(None, 0.5)
+    statuses = [m["content"]["execution_state"] for m in kernel.arrived if m["msg_type"] == "status"
+                and m["parent_header"].get("msg_id") == switch]
+    assert statuses == ["busy", "idle"], statuses
     kernel.click(stop)
     assert kernel.finish(waiting, 60).error is None
     assert shown < _idle_index(kernel, waiting)  # sent while the cell still waited

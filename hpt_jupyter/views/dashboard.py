@@ -33,10 +33,10 @@ _PRUNED_COLOUR = "#8c959f"
 
 # The trial table's look: a header that stays in view, numbers right-aligned in even columns.
 _TABLE_STYLE = (
-    "<style>.hpt-trials{border-collapse:separate;border-spacing:0;font-variant-numeric:tabular-nums;"
-    "line-height:1.35}.hpt-trials th{position:sticky;top:0;z-index:1;background:var(--jp-layout-color1,#fff);"
+    "<style>.hpt-grid{border-collapse:separate;border-spacing:0;font-variant-numeric:tabular-nums;"
+    "line-height:1.35}.hpt-grid th{position:sticky;top:0;z-index:1;background:var(--jp-layout-color1,#fff);"
     "border-bottom:1px solid var(--jp-border-color2,#d0d7de);padding:3px 8px;white-space:nowrap;text-align:left}"
-    ".hpt-trials td{padding:2px 8px;white-space:nowrap}.hpt-trials .n{text-align:right}</style>")
+    ".hpt-grid td{padding:2px 8px;white-space:nowrap}.hpt-grid .n{text-align:right}</style>")
 
 _STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "stopping": "#9a6700", "stopped": "#57606a",
                   "finished": "#0969da", "failed": "#cf222e", "ready": "#57606a"}
@@ -182,7 +182,9 @@ class Dashboard:
         self.descending.observe(lambda _: self._dirty.set(), "value")
         self._label_sort_order()
         self.table = widgets.HTML()
-        self.failed = widgets.Dropdown(options=[("failed trials: none", None)], layout=widgets.Layout(width="220px"))
+        # The first entry counts failed trials (-1: a Dropdown shows no label for a None value).
+        self.failed = widgets.Dropdown(options=[("failed trials: none", -1)], value=-1,
+                                       layout=widgets.Layout(width="220px"))
         self.traceback = widgets.HTML()
         self.failed.observe(self._show_traceback, "value")
         self.expand_table = widgets.ToggleButton(value=False, description="expand", icon="expand",
@@ -297,6 +299,7 @@ class Dashboard:
             ("#cf222e", "solid", "best trial")]))
 
         bar_names, bar_values = bqplot.OrdinalScale(reverse=True), bqplot.LinearScale(min=0)
+        self.importance_axis = bqplot.Axis(scale=bar_values, tick_format="~g", label="importance")
         self.importance_bars = bqplot.Bars(x=[], y=[], scales={"x": bar_names, "y": bar_values}, colors=["#0969da"],
                                            orientation="horizontal", padding=0.25,
                                            tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["knob", "importance"],
@@ -304,7 +307,7 @@ class Dashboard:
         self.importance = _figure(
             [self.importance_bars],
             [bqplot.Axis(scale=bar_names, orientation="vertical", grid_lines="none"),
-             bqplot.Axis(scale=bar_values, tick_format=".2f", num_ticks=6, label="importance")],
+             self.importance_axis],
             "parameter importance (Optuna's evaluator; computed when the study ends)", height=200, left=110)
         self.importance_note = widgets.HTML()
         self._importance_for: int | None = None  # number of complete trials it was computed for
@@ -521,7 +524,7 @@ class Dashboard:
         self._label_sort_order()
         self._note_importance(complete)
         if len(failed) + 1 != len(self.failed.options):
-            self.failed.options = [(f"failed trials: {len(failed) or 'none'}", None)] + [
+            self.failed.options = [(f"failed trials: {len(failed) or 'none'}", -1)] + [
                 (f"traceback of #{n}", n) for n in failed]
         if due:
             draw(taken)
@@ -818,7 +821,8 @@ class Dashboard:
         best = schedule[-1]
         note = (f"member {best['member']}'s training: {len(schedule)} segments back through the members it cloned"
                 + (f", the latest {len(shown)} shown" if len(shown) < len(schedule) else ""))
-        self.schedule_table.value = (f"<div style='max-height:240px;overflow:auto'><table class='hpt-schedule'>"
+        self.schedule_table.value = (f"{_TABLE_STYLE}<div style='max-height:240px;overflow:auto'>"
+                                     f"<table class='hpt-schedule hpt-grid'>"
                                      f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
                                      f"<small>{html.escape(note)}</small>")
 
@@ -854,6 +858,7 @@ class Dashboard:
             self.importance.fig_margin = {**self.importance.fig_margin,
                                           "left": min(24 + 7 * max((len(n) for n in names), default=4), 260)}
             self.importance.layout.height = f"{max(90 + 30 * len(names), 180)}px"
+            _set_ticks(self.importance_axis, 0.0, max(importances.values(), default=1.0), "float", 6)
             self.importance_note.value = f"From {complete} complete trials."
 
     def _show_steer(self, change: dict) -> None:  # main thread
@@ -1077,13 +1082,13 @@ class Dashboard:
         note = f"showing {len(shown)} of {total} trials" if total > len(shown) else f"{total} trials"
         height = "none" if self.expand_table.value else "480px"
         self.table.value = (f"{_TABLE_STYLE}<div class='hpt-table-scroll' style='max-height:{height};overflow:auto'>"
-                            f"<table class='hpt-trials'>"
+                            f"<table class='hpt-trials hpt-grid'>"
                             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
                             f"<small>{html.escape(note)}</small>")
 
     def _show_traceback(self, change: dict) -> None:  # main thread: this widget's only writer
         number = change["new"]
-        if number is None:  # the writer refreshed the options: not a choice of the user's
+        if number is None or number < 0:  # the count, or the writer refreshed the options
             return
         text = self.run.failure(number)
         self.traceback.value = f"<pre style='color:#cf222e;white-space:pre-wrap'>{html.escape(text)}</pre>"
