@@ -275,19 +275,22 @@ class Coordinator:
             if not needed and not uses_result:
                 continue
             reason = ", ".join(needed) if needed else "the run's result"
-            line = _Line(self.shell, f"Waiting for '{run.name}' ({run.progress()}) because this cell uses "
-                                     f"{reason}; interrupt to stop it early and use the best so far.")
-            started = time.monotonic()
-            try:
-                self.wait(run)
-            finally:  # the line says how the wait ended rather than stay "Waiting for ..."
-                waited = time.monotonic() - started
-                if run.is_alive:  # a second interrupt: the cell goes on without the result
-                    line.update(f"Stopped waiting for '{run.name}' after {waited:.1f}s ({run.progress()}); "
-                                "it stops after its running trial.")
-                else:
-                    line.update(f"Waited {waited:.1f}s for '{run.name}' ({run.state}: {run.progress()}) "
-                                f"because this cell uses {reason}.")
+            self.wait_saying(run, f"because this cell uses {reason}")
+
+    def wait_saying(self, run: Run, why: str) -> None:
+        """Wait for ``run`` under a line that says so, replaced by how the wait ended."""
+        line = _Line(self.shell, f"Waiting for '{run.name}' ({run.progress()}) {why}; interrupt to stop it early "
+                                 "and use the best so far.")
+        started = time.monotonic()
+        try:
+            self.wait(run)
+        finally:  # the line says how the wait ended rather than stay "Waiting for ..."
+            waited = time.monotonic() - started
+            if run.is_alive:  # a second interrupt: the cell goes on without the result
+                line.update(f"Stopped waiting for '{run.name}' after {waited:.1f}s ({run.progress()}); "
+                            "it stops after its running trial.")
+            else:
+                line.update(f"Waited {waited:.1f}s for '{run.name}' ({run.state}: {run.progress()}) {why}.")
 
 
 class _Line:
@@ -471,7 +474,8 @@ class TuneMagics(Magics):
             inside = len(run.trials())
             print(f"'{run.name}': {_applied(run, run.reset(source='magic'), 1.0, inside)}")
         else:
-            self.coordinator.wait(run)  # widgets stay alive; interrupt: stop gracefully
+            if run.is_alive:  # widgets stay alive; interrupt: stop gracefully
+                self.coordinator.wait_saying(run, "(%tune wait)")
             self.coordinator.inject_now(run)
 
     def _steer(self, command: str, words: list[str]) -> None:
