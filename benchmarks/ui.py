@@ -46,12 +46,12 @@ def run_one(kernel: Kernel, n: int, seed: int, name: str, quiet: bool) -> tuple[
     kernel._drain(None, 0.5)
     sent = comm_bytes(kernel)
     elapsed = kernel.value(f"tune.runs[{name!r}].elapsed")
-    wall, cpu, refreshes = 0.0, 0.0, 0
+    wall, cpu, refreshes, by_page = 0.0, 0.0, 0, {}
     if not quiet:
-        wall, cpu, refreshes = kernel.value(
-            f"(lambda b: (b.refresh_seconds_max, b.refresh_cpu_seconds_max, b.refreshes))"
+        wall, cpu, refreshes, by_page = kernel.value(
+            f"(lambda b: (b.refresh_seconds_max, b.refresh_cpu_seconds_max, b.refreshes, b.refresh_cpu_by_page))"
             f"(get_ipython().magics_manager.registry['TuneMagics'].dashboards[{name!r}])")
-    return elapsed / n * 1000, sent, (wall * 1000, cpu * 1000), refreshes
+    return elapsed / n * 1000, sent, (wall * 1000, cpu * 1000, by_page), refreshes
 
 
 def main() -> None:
@@ -92,6 +92,12 @@ def main() -> None:
     print(f"| slowest refresh pass, its own CPU time ({args.large}-trial study) | {large_worst[1]:.2f} ms |")
     print(f"| slowest refresh pass, wall time ({args.large}-trial study) | {large_worst[0]:.2f} ms |")
     print(f"| dashboard ms/trial ({args.large} trials) | {large_ms:.3f} |")
+    pages = {}
+    for worst in [*slowest, large_worst]:
+        for page, seconds in worst[2].items():
+            pages[page] = max(pages.get(page, 0.0), seconds * 1000)
+    print("\nSlowest refresh pass of each page, its own CPU time, over every study above: "
+          + ", ".join(f"{page} {ms:.2f} ms" for page, ms in pages.items()))
 
 
 if __name__ == "__main__":

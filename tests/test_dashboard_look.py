@@ -4,8 +4,8 @@ Three finished studies (an ordinary one with a log, an integer and a categorical
 `tune.report` curves; one under Hyperband; one under PBT) run with Run All at 1500x1000. On
 every page of every dashboard: the charts span at least 90% of the page's width, no two tick
 labels of an axis overlap, no axis label overlaps its ticks or sits in the plot, no legend covers
-a plot; hover names the trial, a click on a point brings its row to the table, the table's
-header stays in view when scrolled; the page logs no console error. Screenshots of every page
+a plot; hover names the trial and its score, a click on a point brings its row to the table, the
+table's header stays in view when scrolled; the page logs no console error. Screenshots of every page
 go to test-artifacts/ for people to look at.
 """
 
@@ -83,21 +83,29 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
             problems += [f"{name}/{title}: a legend covers the plot of {t}" for t in measured["legendsOverPlots"]]
     assert problems == [], problems
 
-    # Hover names the trial; a click on a point brings its row to the top of the table.
+    # Hover names the trial and its score; a click on a point brings its row to the top of the
+    # table and names its knobs.
     board = _dashboard(page, "ordinary")
     board.locator(".hpt-pages .widget-toggle-button:text-is('History')").click()
     dot = board.locator(".hpt-page .bqplot path.dot").nth(5)
-    dot.hover()
-    tooltip = page.locator(".bqplot_mark_tooltip").filter(has_text="#").first
+    dot.hover(force=True)  # points may overlap: the one on top answers
+    tooltip = page.locator(".bqplot_mark_tooltip").filter(visible=True).filter(has_text="trial").first
     tooltip.wait_for(timeout=10_000)
-    hovered = re.search(r"#(\d+)", tooltip.inner_text()).group(1)
-    assert "lr=" in tooltip.inner_text()
-    dot.click()
-    board.locator(".hpt-page", has_text=f"Trial #{hovered} selected").wait_for(timeout=10_000)
+    hovered = re.search(r"trial\s*(\d+)", tooltip.inner_text()).group(1)
+    assert "value" in tooltip.inner_text()
+    dot.click(force=True)
+    note = board.locator(".hpt-page", has_text=f"Trial #{hovered} selected")
+    note.wait_for(timeout=10_000)
+    assert "lr=" in note.inner_text()
     board.locator(".hpt-pages .widget-toggle-button:text-is('Trials')").click()
     first = board.locator("table.hpt-trials tbody tr.hpt-selected").first
     first.wait_for(timeout=10_000)
     assert first.locator("td").first.inner_text() == hovered
+    board.locator(".hpt-pages .widget-toggle-button:text-is('Slices')").click()
+    board.locator(".hpt-page .bqplot path.dot").nth(3).hover(force=True)
+    tooltip = page.locator(".bqplot_mark_tooltip").filter(visible=True).filter(has_text="score").first
+    tooltip.wait_for(timeout=10_000)
+    assert re.search(r"trial\s*\d+", tooltip.inner_text()) and "lr" in tooltip.inner_text(), tooltip.inner_text()
 
     # The table's header stays in view when its rows scroll (PBT: 40 rows, a member column).
     board = _dashboard(page, "pbt")
@@ -110,7 +118,8 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
     header_top = board.locator("table.hpt-trials th").first.evaluate("e => e.getBoundingClientRect().top")
     scroller_top = scroller.evaluate("e => e.getBoundingClientRect().top")
     assert abs(header_top - scroller_top) < 2, (header_top, scroller_top)
-    chosen = board.locator("select").evaluate_all("els => els.map(e => e.options[e.selectedIndex]?.text)")
+    chosen = board.locator("select").evaluate_all(  # ipywidgets writes labels with no-break spaces
+        "els => els.map(e => e.options[e.selectedIndex]?.text.replace(/\u00a0/g, ' '))")
     assert "failed trials: none" in chosen, chosen
     cells = board.locator("table.hpt-trials tbody tr").first.locator("td")
     assert cells.last.inner_text().endswith(" s")  # durations formatted

@@ -64,7 +64,12 @@ def test_a_brush_on_a_slice_proposes_and_one_click_applies(kernel):
     cell = kernel.run(CELL.format(n=200, name="brushed", delay=0.05))
     assert cell.error is None, cell.error_text
     time.sleep(0.8)
-    figure = kernel.widgets(cell.msg_id)[kernel.find_widget(cell.msg_id, "FigureModel", title="x")]
+    figure_id = kernel.find_widget(cell.msg_id, "FigureModel", title="x")
+    assert kernel.widgets(cell.msg_id)[figure_id]["interaction"] is None  # hover first: brushing is a mode
+    kernel.update_widget(kernel.find_widget(cell.msg_id, "ToggleButtonModel", description="brush to narrow"),
+                         {"value": True})
+    time.sleep(0.5)
+    figure = kernel.widgets(cell.msg_id)[figure_id]
     brush = figure["interaction"].removeprefix("IPY_MODEL_")  # the brush on x's slice plot
     kernel.update_widget(brush, {"brushing": True})
     kernel.update_widget(brush, {"selected": {"dtype": "float64", "shape": [2]}, "brushing": False},

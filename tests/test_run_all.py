@@ -1,5 +1,5 @@
-"""Run All, as users run notebooks: each shipped notebook in a real JupyterLab (and the
-quickstart in Notebook 7), in headless Chromium. While a later cell waits for a study, every
+"""Run All, as users run notebooks: each shipped notebook in a real JupyterLab and in Jupyter
+Notebook 7, in headless Chromium. While a later cell waits for a study, every
 page button of that study's dashboard works and Stop ends the study early; then the waiting
 cell finishes.
 
@@ -106,11 +106,13 @@ def test_run_all_keeps_the_dashboard_alive_while_a_later_cell_waits_in_jupyterla
         _shut_down_kernels(url)
 
 
-def test_run_all_keeps_the_dashboard_alive_while_a_later_cell_waits_in_notebook7(notebook7, page):  # noqa: F811
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_run_all_keeps_the_dashboard_alive_while_a_later_cell_waits_in_notebook7(notebook7, page, name):  # noqa: F811
     url, root = notebook7
-    study = _with_a_long_first_study(ROOT / "notebooks" / "quickstart.ipynb", root / "quickstart.ipynb")
+    study = _with_a_long_first_study(ROOT / "notebooks" / name, root / name)
     try:
-        _run_all_in_notebook7(page, url, "quickstart.ipynb")
-        _stop_while_a_later_cell_waits(page, study, "run-all-notebook7")
+        _run_all_in_notebook7(page, url, name)
+        _stop_while_a_later_cell_waits(page, study, f"run-all-notebook7-{Path(name).stem}")
+        assert page.console_errors == [], page.console_errors
     finally:
         _shut_down_kernels(url)

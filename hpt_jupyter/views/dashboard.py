@@ -19,6 +19,7 @@ from typing import Any
 
 import bqplot
 import ipywidgets as widgets
+import numpy as np
 
 from .digest import Digest, Row, TableOrder
 from .readable import (ColumnFormat, duration, linear_ticks, log_ticks, number, ranks, robust_range,
@@ -89,9 +90,11 @@ def _value_axis(scale: Any, label: str = "value") -> bqplot.Axis:
     return bqplot.Axis(scale=scale, label=label, orientation="vertical", tick_format="~g", label_offset="54px")
 
 
-def _set_ticks(axis: bqplot.Axis, low: float, high: float, kind: str, max_ticks: int = 6) -> None:
+def _set_ticks(axis: bqplot.Axis, low: float, high: float, kind: str, max_ticks: int = 6,
+               figure: bqplot.Figure | None = None) -> None:
     """Ticks chosen here, not by bqplot: ``kind`` "log" (decades or 1-2-5 steps), "int" (whole
-    numbers) or "float"."""
+    numbers) or "float". With the ``figure`` of a vertical axis, its left margin and the axis
+    label move out as far as the longest tick label needs (``0.999995`` is wider than ``0.5``)."""
     if kind == "log":
         ticks = log_ticks(low, high, max_ticks)
         labels = tick_labels(ticks)
@@ -99,10 +102,20 @@ def _set_ticks(axis: bqplot.Axis, low: float, high: float, kind: str, max_ticks:
     else:
         ticks = linear_ticks(low, high, max_ticks, integer=kind == "int")
         labels, fmt = None, "d" if kind == "int" else "~g"
+    chosen = (tuple(ticks), kind)
+    if getattr(axis, "_hpt_ticks", None) == chosen:
+        return  # bqplot's array trait would send the same ticks again
+    axis._hpt_ticks = chosen
     with axis.hold_sync():
         axis.tick_values = ticks
         axis.tick_labels = labels
         axis.tick_format = fmt
+    if figure is not None:
+        longest = max((len(labels[k]) for k in labels) if labels else (len(number(t, 6)) for t in ticks), default=3)
+        offset = 18 + 7 * longest  # px: about 6.5 px a character of the 10 px tick font, and a gap
+        if axis.label_offset != f"{offset}px":
+            axis.label_offset = f"{offset}px"
+            figure.fig_margin = {**figure.fig_margin, "left": offset + 16}
 
 
 def _padded(low: float, high: float, log: bool, share: float = 0.04) -> tuple[float, float]:
@@ -158,6 +171,7 @@ class Dashboard:
         self.refreshes = 0
         self.refresh_seconds_max = 0.0  # the slowest pass (one page), wall time: includes waiting for the GIL
         self.refresh_cpu_seconds_max = 0.0  # the slowest pass, the refreshing thread's own CPU time
+        self.refresh_cpu_by_page: dict[str, float] = {}  # the slowest pass of each page, CPU time
         self._refreshing = threading.Lock()  # one refresh at a time, whichever thread asks
         self._dirty = threading.Event()
         self._closed = False
@@ -196,12 +210,14 @@ class Dashboard:
         multi = run.is_multi_objective
         x_scale, y_scale = bqplot.LinearScale(), bqplot.LinearScale()
         self._history_scales = {"linear": y_scale, "log": bqplot.LogScale()}
-        # Hover: the trial, its score and its knobs; a click pins its row at the top of the table.
+        # Hover: the trial and its score (x and y: nothing more to send per point); a click
+        # pins the trial's row at the top of the table and names its knobs under the chart.
         self.points = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, default_size=20,
-                                     colors=["#8c959f"], names=[], display_names=False,
+                                     colors=["#8c959f"],
                                      tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["objective 0", "objective 1"],
                                                             formats=["~g", "~g"]) if multi
-                                     else bqplot.Tooltip(fields=["name"]),
+                                     else bqplot.Tooltip(fields=["x", "y"], labels=["trial", "value"],
+                                                         formats=["d", "~g"]),
                                      interactions={"hover": "tooltip", "click": "select"},
                                      selected_style={"stroke": "#cf222e", "stroke-width": 2},
                                      unselected_style={})
@@ -239,6 +255,7 @@ class Dashboard:
         known = list(run.cell.param_names) if run.cell is not None else []
         known.extend(n for n in self.digest.param_names if n not in known)
         self.sort_by.options = ["value", "#", "seconds", "state", *known]
+        self._brushes: list[tuple[Any, Any]] = []  # (figure, its brush), attached in brush mode
         self.slices = {name: self._slice_figure(name) for name in known}
         self.other_param = widgets.Dropdown(options=[], description="parameter",
                                             layout=widgets.Layout(width="260px"))
@@ -251,7 +268,14 @@ class Dashboard:
             [s["figure"] for s in self.slices.values()],
             layout=widgets.Layout(width="100%", grid_template_columns="repeat(auto-fill, minmax(360px, 1fr))",
                                   grid_gap="4px 12px"))
-        slices_tab = widgets.VBox([self.slice_grid, self.other_box], layout=widgets.Layout(width="100%"))
+        # A brush's overlay takes the pointer from the marks under it: brushing is a mode the
+        # user turns on (to narrow from a plot), and off again to hover over trials.
+        self.brush_mode = widgets.ToggleButton(
+            value=False, description="brush to narrow", icon="crop", layout=widgets.Layout(width="160px"),
+            tooltip="On: drag across a plot to propose that range to the Steer panel. Off: hover shows each trial")
+        self.brush_mode.observe(self._use_brushes, "value")
+        slices_tab = widgets.VBox([self.brush_mode, self.slice_grid, self.other_box],
+                                  layout=widgets.Layout(width="100%"))
 
         self.parallel_scale_x = bqplot.OrdinalScale()
         # Colour by rank (0 worst, 1 best): one outlier does not paint every other line alike.
@@ -276,7 +300,8 @@ class Dashboard:
             [self.parallel_lines, self.parallel_ends],
             [bqplot.Axis(scale=self.parallel_scale_x, label="", grid_lines="none")],
             "parallel coordinates (each axis spans its own range)",
-            height=340, left=48, right=48, top=44, interaction=self.parallel_brush)
+            height=340, left=48, right=48, top=44)
+        self._brushes.append((self.parallel, self.parallel_brush))
 
         step_x, step_y = bqplot.LinearScale(), bqplot.LinearScale()
         intermediate_scales = {"x": step_x, "y": step_y}
@@ -317,7 +342,8 @@ class Dashboard:
                                     self.selected_note], layout=full)
         tabs = [("History" if not run.is_multi_objective else "Pareto front", history_tab),
                 ("Trials", table_tab), ("Slices", slices_tab),
-                ("Parallel", widgets.VBox([widgets.HBox([self.parallel_axis, self.parallel_legend]), self.parallel],
+                ("Parallel", widgets.VBox([widgets.HBox([self.brush_mode, self.parallel_axis, self.parallel_legend]),
+                                           self.parallel],
                                           layout=full)),
                 ("Intermediate", widgets.VBox([self.intermediate_legend, self.intermediate], layout=full)),
                 ("Importance", widgets.VBox([self.importance_note, self.importance], layout=full))]
@@ -521,6 +547,9 @@ class Dashboard:
                                          "Steering narrows the trials still to come: add trials to steer again"
                                          if self.run.scheduler is None else "PBT explores by itself: no steering")
             self.steer.widget.layout.display = "flex" if steerable and self.steer_toggle.value else "none"
+            self.brush_mode.disabled = not steerable
+            if not steerable:
+                self.brush_mode.value = False
         self._label_sort_order()
         self._note_importance(complete)
         if len(failed) + 1 != len(self.failed.options):
@@ -531,7 +560,9 @@ class Dashboard:
             self._drawn[page] = depends_on
         self.steer.sync()
         self.refresh_seconds_max = max(self.refresh_seconds_max, time.perf_counter() - start)
-        self.refresh_cpu_seconds_max = max(self.refresh_cpu_seconds_max, time.thread_time() - cpu_start)
+        cpu = time.thread_time() - cpu_start
+        self.refresh_cpu_seconds_max = max(self.refresh_cpu_seconds_max, cpu)
+        self.refresh_cpu_by_page[page] = max(self.refresh_cpu_by_page.get(page, 0.0), cpu)
 
     def publish_final_state(self) -> None:
         """Refresh, then send every drawn widget's whole state once more (main thread, between
@@ -578,14 +609,15 @@ class Dashboard:
         x_axis.scale = x_scale
         points = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, default_size=18, colors=["#0969da"],
                                 default_opacities=[0.6], names=[], display_names=False,
-                                tooltip=bqplot.Tooltip(fields=["name"]))
+                                tooltip=bqplot.Tooltip(fields=["name", "x", "y"], labels=["trial", name or "value", "score"],
+                                                       formats=["d", "" if kind == "ChoiceParam" else "~g", "~g"]))
         y_axis = _value_axis(y_scale)
         figure = _figure([points], [x_axis, y_axis], name or "", height=240, top=30, left=72, right=16)
         if name and kind in ("FloatParam", "IntParam"):
             # Brushing a range of this knob proposes it to the steering panel.
             brush = bqplot.interacts.BrushIntervalSelector(scale=x_scale, marks=[points], color="#0969da")
             brush.observe(lambda change, name=name: self._on_slice_brush(name, change), "brushing")
-            figure.interaction = brush
+            self._brushes.append((figure, brush))
         return {"figure": figure, "points": points, "categorical": kind == "ChoiceParam", "y_scale": y_scale,
                 "y_axis": y_axis}
 
@@ -630,15 +662,16 @@ class Dashboard:
         if self.run.is_multi_objective:
             return
         slices, names = taken
-        y_range = self._value_range([y for _, ys, _ in slices.values() for y in ys])
+        y_range = self._value_range(np.concatenate([np.asarray(ys, dtype=float) for _, ys, _ in slices.values()])
+                                    if slices else [])
         for name, plot in self.slices.items():
             xs, ys, numbers = slices.get(name, ([], [], []))
             with plot["points"].hold_sync():
                 plot["points"].x, plot["points"].y = xs, ys
-                plot["points"].names = [self._label(n) for n in numbers]
+                plot["points"].names = np.asarray(numbers, dtype=np.int32)  # binary: cheap to send
             self._apply_range(plot["y_scale"], plot["y_axis"], y_range)
             if ys:
-                _set_ticks(plot["y_axis"], *(y_range or (min(ys), max(ys))), "float", 5)
+                _set_ticks(plot["y_axis"], *(y_range or (min(ys), max(ys))), "float", 5, plot["figure"])
         others = sorted(set(names) - set(self.slices))
         if others:
             if list(self.other_param.options) != others:
@@ -654,7 +687,7 @@ class Dashboard:
                 title = f"{name}: " + ", ".join(f"{i}={label}" for i, label in enumerate(labels))
             with self.other_slice["points"].hold_sync():
                 self.other_slice["points"].x, self.other_slice["points"].y = xs, ys
-                self.other_slice["points"].names = [self._label(n) for n in numbers]
+                self.other_slice["points"].names = np.asarray(numbers, dtype=np.int32)
             self.other_slice["figure"].title = title
 
     def _draw_parallel(self, chosen: list[Row]) -> None:
@@ -730,7 +763,7 @@ class Dashboard:
         values = [value for r in reported for _, value in r.intermediate if math.isfinite(value)]
         _set_ticks(self.intermediate_x_axis, min(steps), max(steps), "int", 10)
         if values:
-            _set_ticks(self.intermediate_y_axis, min(values), max(values), "float", 6)
+            _set_ticks(self.intermediate_y_axis, min(values), max(values), "float", 6, self.intermediate)
 
     def _draw_lineage(self, segments: list) -> None:
         """The latest ``max_segments`` segments as lines, the exploits among them as dashed links."""
@@ -861,6 +894,10 @@ class Dashboard:
             _set_ticks(self.importance_axis, 0.0, max(importances.values(), default=1.0), "float", 6)
             self.importance_note.value = f"From {complete} complete trials."
 
+    def _use_brushes(self, change: dict) -> None:
+        for figure, brush in self._brushes:
+            figure.interaction = brush if change["new"] else None
+
     def _show_steer(self, change: dict) -> None:  # main thread
         self.steer.widget.layout.display = "flex" if change["new"] and self._steerable else "none"
 
@@ -936,15 +973,13 @@ class Dashboard:
         numbers = [] if multi else [int(x) for x in xs]
         with self.points.hold_sync():
             self.points.x, self.points.y = xs, ys
-            if not multi:
-                self.points.names = [self._label(n) for n in numbers]
         self._history_numbers = numbers
         line = self.front if multi else self.best_line
         with line.hold_sync():
             line.x, line.y = marked_x, marked_y
         if not multi and len(xs):
-            _set_ticks(self.history_x_axis, 0, max(float(max(xs)), 1.0), "int", 10)
-            self._apply_history_range([float(y) for y in ys], [float(y) for y in marked_y])
+            _set_ticks(self.history_x_axis, 0, max(float(np.max(xs)), 1.0), "int", 10)
+            self._apply_history_range(np.asarray(ys, dtype=float), [float(y) for y in marked_y])
 
     def _redraw_values(self) -> None:  # main thread: the range toggle changed
         self._drawn.pop("History", None)
@@ -957,12 +992,17 @@ class Dashboard:
 
     @staticmethod
     def _apply_range(scale: Any, axis: Any, y_range: tuple[float, float] | None) -> None:
+        if y_range is not None and scale.min is not None and scale.max is not None:
+            span = y_range[1] - y_range[0]
+            if abs(scale.min - y_range[0]) < 0.02 * span and abs(scale.max - y_range[1]) < 0.02 * span:
+                return  # a move no reader would see is not worth a message every refresh
         with scale.hold_sync():
             scale.min, scale.max = (y_range if y_range is not None else (None, None))
 
-    def _apply_history_range(self, ys: list[float], best: list[float]) -> None:
+    def _apply_history_range(self, ys: np.ndarray, best: list[float]) -> None:
         mode = self.value_range.value
-        positive = bool(ys) and min(ys) > 0
+        ys = ys[np.isfinite(ys)]
+        positive = bool(ys.size) and float(ys.min()) > 0
         log = mode == "log" and positive
         scale = self._history_scales["log" if log else "linear"]
         if self.history_y_axis.scale is not scale:  # swap the scale under the axis and the marks
@@ -970,13 +1010,15 @@ class Dashboard:
                 mark.scales = {**mark.scales, "y": scale}
             self.history_y_axis.scale = scale
         if log:
-            _set_ticks(self.history_y_axis, min(ys), max(ys), "log", 6)
+            _set_ticks(self.history_y_axis, float(ys.min()), float(ys.max()), "log", 6, self.history)
             self.range_note.value = ""
             return
         y_range = self._value_range(ys, best)
         self._apply_range(scale, self.history_y_axis, y_range)
-        _set_ticks(self.history_y_axis, *(y_range or (min(ys), max(ys))), "float", 6)
-        hidden = 0 if y_range is None else sum(1 for y in ys if not y_range[0] <= y <= y_range[1])
+        if ys.size:
+            _set_ticks(self.history_y_axis, *(y_range or (float(ys.min()), float(ys.max()))), "float", 6,
+                       self.history)
+        hidden = 0 if y_range is None else int(np.count_nonzero((ys < y_range[0]) | (ys > y_range[1])))
         note = f"{hidden} trial{'s' if hidden != 1 else ''} outside this range" if hidden else ""
         if mode == "log" and not positive:
             note = "a log scale needs positive scores"

@@ -99,30 +99,25 @@ def tidy(value: float) -> float:
     return float(f"{value:.12g}")
 
 
-def robust_range(values: Sequence[float], keep: Iterable[float] = ()) -> tuple[float, float] | None:
+def robust_range(values: Sequence[float] | np.ndarray, keep: Iterable[float] = ()) -> tuple[float, float] | None:
     """The band where most scores lie, so that one outlier does not squash the rest: the
     quartiles widened by three times their spread, clipped to the data and stretched to
     include ``keep`` (the best so far). None when nothing lies outside it."""
-    finite = sorted(v for v in values if math.isfinite(v))
-    if len(finite) < 5:
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size < 5:
         return None
-    q1, q3 = _quantile(finite, 0.25), _quantile(finite, 0.75)
-    spread = q3 - q1 or abs(q3) * 1e-3 or 1e-9
-    low, high = max(finite[0], q1 - 3 * spread), min(finite[-1], q3 + 3 * spread)
+    q1, q3 = np.percentile(finite, [25, 75])
+    lowest, highest = float(finite.min()), float(finite.max())
+    spread = float(q3 - q1) or abs(float(q3)) * 1e-3 or 1e-9
+    low, high = max(lowest, float(q1) - 3 * spread), min(highest, float(q3) + 3 * spread)
     for v in keep:
         if math.isfinite(v):
             low, high = min(low, v), max(high, v)
-    if low <= finite[0] and high >= finite[-1]:
+    if low <= lowest and high >= highest:
         return None
     pad = (high - low) * 0.05 or 1e-9
     return low - pad, high + pad
-
-
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    position = (len(ordered) - 1) * q
-    below = math.floor(position)
-    above = min(below + 1, len(ordered) - 1)
-    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
 
 
 def ranks(values: Sequence[float], higher_is_better: bool) -> list[float]:
