@@ -279,8 +279,9 @@ class Coordinator:
 
     def wait_saying(self, run: Run, why: str) -> None:
         """Wait for ``run`` under a line that says so, replaced by how the wait ended."""
-        line = _Line(self.shell, f"Waiting for '{run.name}' ({run.progress()}) {why}; interrupt to stop it early "
-                                 "and use the best so far.")
+        # no counts here: the line stays as written while the dashboard above counts on
+        line = _Line(self.shell, f"Waiting for '{run.name}' {why}; the dashboard's buttons keep working; "
+                                 "interrupt to stop it early and use the best so far.")
         started = time.monotonic()
         try:
             self.wait(run)

@@ -41,10 +41,11 @@ def test_integer_axes_tick_at_whole_numbers():
 
 
 def test_one_outlier_does_not_stretch_the_robust_range_but_the_best_stays_in_it():
-    scores = [0.95, 0.96, 0.97, 0.955, 0.965, 0.958, 0.962, 0.1]  # one diverged trial
+    scores = [0.95, 0.96, 0.97, 0.955, 0.965, 0.958, 0.962, 0.952, 0.968, 0.961, 0.1]  # one diverged
     low, high = robust_range(scores, keep=[0.97])
     assert 0.1 < low < 0.95 and high >= 0.97
-    assert robust_range([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) is None  # nothing outside: every point
+    assert robust_range([0.1 * i for i in range(12)]) is None  # nothing outside: every point
+    assert robust_range([0.95, 0.96, 0.97, 0.955, 0.1]) is None  # a handful of scores: every one matters
     assert robust_range(scores, keep=[0.05]) is None  # the best (minimising) is the outlier: all shown
 
 

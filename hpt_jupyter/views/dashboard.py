@@ -274,8 +274,9 @@ class Dashboard:
             value=False, description="brush to narrow", icon="crop", layout=widgets.Layout(width="160px"),
             tooltip="On: drag across a plot to propose that range to the Steer panel. Off: hover shows each trial")
         self.brush_mode.observe(self._use_brushes, "value")
-        slices_tab = widgets.VBox([self.brush_mode, self.slice_grid, self.other_box],
-                                  layout=widgets.Layout(width="100%"))
+        self.slices_note = widgets.HTML()
+        slices_tab = widgets.VBox([widgets.HBox([self.value_range, self.brush_mode, self.slices_note]),
+                                   self.slice_grid, self.other_box], layout=widgets.Layout(width="100%"))
 
         self.parallel_scale_x = bqplot.OrdinalScale()
         # Colour by rank (0 worst, 1 best): one outlier does not paint every other line alike.
@@ -319,9 +320,7 @@ class Dashboard:
             [self.pruned_lines, self.intermediate_lines, self.best_curve],
             [self.intermediate_x_axis, self.intermediate_y_axis],
             "intermediate values reported with tune.report (the latest 50 trials)")
-        self.intermediate_legend = widgets.HTML(_legend([
-            ("#0969da", "solid", "complete"), (_PRUNED_COLOUR, "dashed", "pruned"),
-            ("#cf222e", "solid", "best trial")]))
+        self.intermediate_legend = widgets.HTML()
 
         bar_names, bar_values = bqplot.OrdinalScale(reverse=True), bqplot.LinearScale(min=0)
         self.importance_axis = bqplot.Axis(scale=bar_values, tick_format="~g", label="importance")
@@ -335,6 +334,7 @@ class Dashboard:
              self.importance_axis],
             "parameter importance (Optuna's evaluator; computed when the study ends)", height=200, left=110)
         self.importance_note = widgets.HTML()
+        self.importance_page = widgets.VBox([self.importance_note], layout=widgets.Layout(width="100%"))
         self._importance_for: int | None = None  # number of complete trials it was computed for
 
         full = widgets.Layout(width="100%")
@@ -346,14 +346,14 @@ class Dashboard:
                                            self.parallel],
                                           layout=full)),
                 ("Intermediate", widgets.VBox([self.intermediate_legend, self.intermediate], layout=full)),
-                ("Importance", widgets.VBox([self.importance_note, self.importance], layout=full))]
+                ("Importance", self.importance_page)]
         if run.scheduler is not None:  # population-based training: who cloned whom, and the schedule
             tabs[5:5] = self._population_pages(run.scheduler.settings.population)
         # Only the chosen page is attached: a bqplot figure hidden in a Tab has no width and
         # draws negative-size rectangles (console errors in Chromium).
         self.pages = dict(tabs)
         self.page_picker = widgets.ToggleButtons(options=list(self.pages), value=tabs[0][0],
-                                                 style={"button_width": "96px"})
+                                                 style={"button_width": "auto"})
         self.page = widgets.VBox([tabs[0][1]], layout=widgets.Layout(width="100%"))
         self.page.add_class("hpt-page")
         self.page_picker.observe(self._show_page, "value")
@@ -537,6 +537,7 @@ class Dashboard:
         self.pause_button.icon = "play" if paused else "pause"
         final = self.run.state in FINAL_STATES and not self.run.is_alive
         self.stop_button.disabled = final
+        self.stop_button.button_style = "" if final else "danger"  # red only while it can act
         self.pause_button.disabled = final
         # Narrowing acts on trials still to come: not on an ended study, nor under PBT.
         steerable = self.run.scheduler is None and not final
@@ -662,8 +663,11 @@ class Dashboard:
         if self.run.is_multi_objective:
             return
         slices, names = taken
-        y_range = self._value_range(np.concatenate([np.asarray(ys, dtype=float) for _, ys, _ in slices.values()])
-                                    if slices else [])
+        scores = np.asarray(next(iter(slices.values()))[1] if slices else [], dtype=float)  # every knob: same rows
+        y_range = self._value_range(scores)
+        hidden = 0 if y_range is None else int(np.count_nonzero((scores < y_range[0]) | (scores > y_range[1])))
+        self.slices_note.value = (f"<small style='color:#57606a;line-height:32px'>{hidden} trial"
+                                  f"{'s' if hidden != 1 else ''} outside this range</small>" if hidden else "")
         for name, plot in self.slices.items():
             xs, ys, numbers = slices.get(name, ([], [], []))
             with plot["points"].hold_sync():
@@ -759,6 +763,9 @@ class Dashboard:
             xs, ys, labels = groups[kind]
             with mark.hold_sync():
                 mark.x, mark.y, mark.labels = xs, ys, labels
+        entries = {"complete": ("#0969da", "solid", "complete"), "pruned": (_PRUNED_COLOUR, "dashed", "pruned"),
+                   "best": ("#cf222e", "solid", "the best trial")}
+        self.intermediate_legend.value = _legend([entry for kind, entry in entries.items() if groups[kind][0]])
         steps = [step for r in reported for step, _ in r.intermediate]
         values = [value for r in reported for _, value in r.intermediate if math.isfinite(value)]
         _set_ticks(self.intermediate_x_axis, min(steps), max(steps), "int", 10)
@@ -777,7 +784,8 @@ class Dashboard:
         xs, ys, colours, labels = [], [], [], []
         link_x, link_y, link_labels = [], [], []
         for s in shown:
-            xs.append([float(s.start), float(s.end)])
+            widen = 0.3 if s.end == s.start else 0.0  # a one-step segment is drawn, not a point
+            xs.append([float(s.start) - widen, float(s.end) + widen])
             ys.append([float(s.member), float(s.member)])
             colours.append(next(rank_of) if s.value is not None else 0.0)  # failed, pruned: worst
             labels.append(f"#{s.number} member {s.member} steps {s.start}-{s.end} "
@@ -863,7 +871,9 @@ class Dashboard:
         if self.run.is_multi_objective:
             self.importance_note.value = "Importance is shown for single-objective studies."
         elif complete < 10:
-            self.importance_note.value = f"Needs at least 10 complete trials ({complete} so far)."
+            ended = self.run.state in FINAL_STATES and not self.run.is_alive
+            self.importance_note.value = (f"Importance needs at least 10 complete trials; this study has {complete}."
+                                          if ended else f"Needs at least 10 complete trials ({complete} so far).")
         elif self._importance_for is None:
             self.importance_note.value = "Computed when the study ends."
 
@@ -893,6 +903,8 @@ class Dashboard:
             self.importance.layout.height = f"{max(90 + 30 * len(names), 180)}px"
             _set_ticks(self.importance_axis, 0.0, max(importances.values(), default=1.0), "float", 6)
             self.importance_note.value = f"From {complete} complete trials."
+            if len(self.importance_page.children) == 1:  # shown once it has bars: an empty frame says nothing
+                self.importance_page.children = [self.importance_note, self.importance]
 
     def _use_brushes(self, change: dict) -> None:
         for figure, brush in self._brushes:
@@ -978,7 +990,12 @@ class Dashboard:
         with line.hold_sync():
             line.x, line.y = marked_x, marked_y
         if not multi and len(xs):
-            _set_ticks(self.history_x_axis, 0, max(float(np.max(xs)), 1.0), "int", 10)
+            # Trial numbers on a domain of our own: bqplot's from one point (the first trial) is
+            # empty, and ticks at 0 and 1 then land on the same spot.
+            low, high = float(np.min(xs)), max(float(np.max(xs)), max(marked_x, default=0.0), float(np.min(xs)) + 1)
+            pad = max(0.5, 0.03 * (high - low))
+            self._apply_range(self.history_x_axis.scale, None, (low - pad, high + pad))
+            _set_ticks(self.history_x_axis, low, high, "int", 10)
             self._apply_history_range(np.asarray(ys, dtype=float), [float(y) for y in marked_y])
 
     def _redraw_values(self) -> None:  # main thread: the range toggle changed

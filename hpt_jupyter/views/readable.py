@@ -105,7 +105,7 @@ def robust_range(values: Sequence[float] | np.ndarray, keep: Iterable[float] = (
     include ``keep`` (the best so far). None when nothing lies outside it."""
     finite = np.asarray(values, dtype=float)
     finite = finite[np.isfinite(finite)]
-    if finite.size < 5:
+    if finite.size < 10:  # with a handful of scores, every one matters
         return None
     q1, q3 = np.percentile(finite, [25, 75])
     lowest, highest = float(finite.min()), float(finite.max())

@@ -106,6 +106,20 @@ class KnobControl:
             self._show_readout(self.request())
 
 
+def _example_values(space: dict[str, Param]) -> str:
+    """What to type in "Try next", in this study's own knobs: ``C=1 kernel=rbf``."""
+    words = []
+    for name, param in list(space.items())[:2]:
+        if isinstance(param, ChoiceParam):
+            words.append(f"{name}={param.labels[0]}")
+        elif getattr(param, "log", False):
+            words.append(f"{name}={10 ** round((math.log10(param.low) + math.log10(param.high)) / 2):g}")
+        else:
+            middle = (param.low + param.high) / 2
+            words.append(f"{name}={int(middle) if isinstance(param, IntParam) else round(middle, 3):g}")
+    return " ".join(words)
+
+
 class SteerPanel:
     """Built on the main thread beside the dashboard's plots; ``sync()`` runs in its writer."""
 
@@ -139,7 +153,8 @@ class SteerPanel:
         self.top_fraction = widgets.BoundedIntText(value=25, min=1, max=100, layout=widgets.Layout(width="64px"))
         self.top_button = widgets.Button(description="Focus on top %", icon="crosshairs",
                                          tooltip="Propose the ranges the best trials span")
-        self.try_values = widgets.Text(placeholder="lr=1e-3 kernel=rbf", layout=widgets.Layout(width="180px"))
+        self.try_values = widgets.Text(placeholder=_example_values(space) or "x=1 kind=a",
+                                       layout=widgets.Layout(width="180px"))
         self.try_button = widgets.Button(description="Try next", icon="play-circle",
                                          tooltip="Queue these values as the next trial (other knobs: the sampler's)")
         self.near_number = widgets.BoundedIntText(value=0, min=0, max=10**9, layout=widgets.Layout(width="80px"))
