@@ -992,10 +992,13 @@ class Dashboard:
         if not multi and len(xs):
             # Trial numbers on a domain of our own: bqplot's from one point (the first trial) is
             # empty, and ticks at 0 and 1 then land on the same spot.
-            low, high = float(np.min(xs)), max(float(np.max(xs)), max(marked_x, default=0.0), float(np.min(xs)) + 1)
-            pad = max(0.5, 0.03 * (high - low))
-            self._apply_range(self.history_x_axis.scale, None, (low - pad, high + pad))
-            _set_ticks(self.history_x_axis, low, high, "int", 10)
+            low, high = float(np.min(xs)), max(float(np.max(xs)), max(marked_x, default=0.0))
+            scale = self.history_x_axis.scale
+            if high - low < 1:
+                self._apply_range(scale, None, (low - 1, low + 1))
+            elif scale.min is not None:  # two trials on: bqplot's own domain, and no message a refresh
+                self._apply_range(scale, None, None)
+            _set_ticks(self.history_x_axis, low, max(high, low + 1), "int", 10)
             self._apply_history_range(np.asarray(ys, dtype=float), [float(y) for y in marked_y])
 
     def _redraw_values(self) -> None:  # main thread: the range toggle changed
