@@ -26,7 +26,7 @@ from .readable import (ColumnFormat, duration, linear_ticks, log_ticks, number, 
                        tick_labels)
 from ..core.auto import AutoSampler
 from ..core.run import FINAL_STATES, PAUSED, Event, Run
-from ..core.space import ChoiceParam, IntParam
+from ..core.space import ChoiceParam
 from .steer_panel import SteerPanel
 
 _PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#1b7c83", "#57606a"]
