@@ -241,7 +241,7 @@ class Dashboard:
         self.points.observe(self._on_point_selected, "selected")
         self._selected_trial: int | None = None
         self._labels: dict[int, str] = {}  # trial number -> its hover label
-        self._history_numbers: list[int] = []  # the trial of each history point, as drawn
+        self._history_numbers: Any = ()  # the x of each history point, as drawn: its trial number
         # Trials are folded into a digest as they arrive, so a refresh costs the same at 10,000
         # trials as at 10; a refresh copies out, under the lock, only what its pages draw.
         self._lock = threading.Lock()
@@ -673,7 +673,7 @@ class Dashboard:
             with plot["points"].hold_sync():
                 plot["points"].x, plot["points"].y = xs, ys
                 plot["points"].names = np.asarray(numbers, dtype=np.int32)  # binary: cheap to send
-            self._apply_range(plot["y_scale"], plot["y_axis"], y_range)
+            self._apply_range(plot["y_scale"], y_range)
             if ys:
                 _set_ticks(plot["y_axis"], *(y_range or (min(ys), max(ys))), "float", 5, plot["figure"])
         others = sorted(set(names) - set(self.slices))
@@ -982,10 +982,9 @@ class Dashboard:
     def _draw_history(self, taken: tuple) -> None:
         (xs, ys), (marked_x, marked_y) = taken
         multi = self.run.is_multi_objective
-        numbers = [] if multi else [int(x) for x in xs]
         with self.points.hold_sync():
             self.points.x, self.points.y = xs, ys
-        self._history_numbers = numbers
+        self._history_numbers = () if multi else xs  # read on a click, not converted every refresh
         line = self.front if multi else self.best_line
         with line.hold_sync():
             line.x, line.y = marked_x, marked_y
@@ -995,9 +994,9 @@ class Dashboard:
             low, high = float(np.min(xs)), max(float(np.max(xs)), max(marked_x, default=0.0))
             scale = self.history_x_axis.scale
             if high - low < 1:
-                self._apply_range(scale, None, (low - 1, low + 1))
+                self._apply_range(scale, (low - 1, low + 1))
             elif scale.min is not None:  # two trials on: bqplot's own domain, and no message a refresh
-                self._apply_range(scale, None, None)
+                self._apply_range(scale, None)
             _set_ticks(self.history_x_axis, low, max(high, low + 1), "int", 10)
             self._apply_history_range(np.asarray(ys, dtype=float), [float(y) for y in marked_y])
 
@@ -1011,7 +1010,7 @@ class Dashboard:
         return robust_range(values, keep) if self.value_range.value == "robust" else None
 
     @staticmethod
-    def _apply_range(scale: Any, axis: Any, y_range: tuple[float, float] | None) -> None:
+    def _apply_range(scale: Any, y_range: tuple[float, float] | None) -> None:
         if y_range is not None and scale.min is not None and scale.max is not None:
             span = y_range[1] - y_range[0]
             if abs(scale.min - y_range[0]) < 0.02 * span and abs(scale.max - y_range[1]) < 0.02 * span:
@@ -1034,7 +1033,7 @@ class Dashboard:
             self.range_note.value = ""
             return
         y_range = self._value_range(ys, best)
-        self._apply_range(scale, self.history_y_axis, y_range)
+        self._apply_range(scale, y_range)
         if ys.size:
             _set_ticks(self.history_y_axis, *(y_range or (float(ys.min()), float(ys.max()))), "float", 6,
                        self.history)
@@ -1071,7 +1070,7 @@ class Dashboard:
             index = int(selected[0])
             if index >= len(self._history_numbers):
                 return
-            self._selected_trial = self._history_numbers[index]
+            self._selected_trial = int(self._history_numbers[index])
             self.selected_note.value = (f"<small>Trial #{self._selected_trial} selected: its row is first in the "
                                         f"Trials table. {html.escape(self._label(self._selected_trial))}</small>")
         self._drawn.pop("Trials", None)
