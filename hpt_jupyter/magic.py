@@ -36,16 +36,39 @@ from .views.text import best_trials_table
 from .waiting import message_pump, wait_for
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Touching these on a run object does not need the study's final result.
-_CONTROL_ATTRIBUTES = {"stop", "pause", "resume", "extend", "wait", "state", "name", "progress", "status",
-                       "subscribe", "budget", "elapsed", "is_alive", "n_finished", "n_complete", "n_failed", "n_pruned",
-                       "failure", "failures", "reason",
-                       # steering a running study is the point: these never wait for its end
-                       "narrow", "reset", "focus", "propose_focus", "enqueue", "enqueue_near", "narrowings",
-                       "overrides", "effective_space", "declared_space",
-                       # what runs where, now
-                       "running_trials", "executor", "trial_timeout", "slots_text", "scheduler_text",
-                       "pruner_name", "patience", "sampler_text", "auto_stop"}
+# What a plain cell may use on a run object (``tune.last``, ``tune.runs[...]``) while its study
+# runs: control, steering, and live facts (state, counts, configuration, what runs now). A cell
+# that uses any other attribute of it waits for the study first (see names_used). Every public
+# member of Run (properties, methods, attributes set in __init__) is in exactly one of this set
+# and _RESULT_ATTRIBUTES: tests/test_no_wait.py fails on a member in neither, so a member added
+# to Run is classified here before it ships (an unclassified one waits, the safe side).
+_CONTROL_ATTRIBUTES = frozenset({
+    # control
+    "stop", "pause", "resume", "extend", "wait", "start", "subscribe",
+    # live state and counts
+    "state", "reason", "progress", "status", "eta", "elapsed", "is_alive", "started_at", "ended_at",
+    "n_finished", "n_complete", "n_failed", "n_pruned", "n_run", "n_stored", "counts",
+    "sampler_seconds", "objective_seconds", "failure", "failures", "warnings", "warnings_summary",
+    # steering a running study is the point: these never wait for its end
+    "narrow", "reset", "focus", "propose_focus", "preview", "enqueue", "enqueue_near", "narrowings",
+    "overrides", "effective_space", "declared_space", "space",
+    # what runs where, now, and how the study was set up
+    "running_trials", "executor", "trial_timeout", "slots_text", "scheduler_text", "pruner_name",
+    "patience", "sampler_text", "sampler_name", "auto_stop", "name", "budget", "cell", "opened",
+    "timeout", "target", "max_failures", "directions", "is_multi_objective", "seed",
+    # the engine's door: what the trial loop calls and reads (its flags, its hooks), no result
+    "condition", "stop_requested", "pause_requested", "loop_started", "end_reason", "final_state",
+    "before_ask", "number_asked", "trial_started", "warning_sink", "note_auto_stop", "note_assignments",
+    "record", "loop_ended",
+})
+# What needs the study's result: a plain cell that uses one of these waits for the study to end,
+# so Run All gives what running the cells by hand after the study gives.
+_RESULT_ATTRIBUTES = frozenset({
+    "best_params", "best_value", "best_trial", "best_assignments", "best_schedule", "pareto_front",
+    "lineage", "trials", "trial", "trials_dataframe", "samplers_used",
+    # Optuna's own objects, read for their trials and best values
+    "study", "base_study", "stages", "scheduler",
+})
 
 
 class _Parser(argparse.ArgumentParser):
