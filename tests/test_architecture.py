@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -78,3 +79,32 @@ def test_only_the_dashboard_views_import_widgets():
         names |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         if names & {"ipywidgets", "bqplot"}:
             assert path.parent.name == "views" and path.stem in ("dashboard", "steer_panel"), path
+
+
+def _private_run_attributes(path: Path) -> list[str]:
+    """``run._x`` / ``self.run._x`` reads and writes in ``path``: a Run's private state."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = node.value
+            if (isinstance(owner, ast.Name) and owner.id == "run") or \
+                    (isinstance(owner, ast.Attribute) and owner.attr == "run"):
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_the_engine_keeps_out_of_the_runs_books(tmp_path):
+    # The engine keeps the slots and the ask/tell path; the run keeps its own counts, best
+    # trial and end reason behind its public methods (record, end_reason, loop_ended, ...).
+    assert _private_run_attributes(PACKAGE / "core" / "engine.py") == []
+    # the check sees what it is meant to see
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f(run, self):\n    run._best = 1\n    return self.run._condition\n")
+    assert len(_private_run_attributes(sample)) == 2
+
+
+def test_schedulers_share_one_interface():
+    # PBT and the default scheduler are one interface: no "is there a scheduler" branches.
+    for name in ("engine.py", "run.py", "steered.py", "space.py"):
+        text = (PACKAGE / "core" / name).read_text()
+        assert "scheduler is None" not in text and "scheduler is not None" not in text, name

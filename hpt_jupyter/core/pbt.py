@@ -24,15 +24,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import TuneError
+from .scheduling import SEGMENT_END, Plan, TrialScheduler
 from .space import ChoiceParam, FloatParam, IntParam, Param, SegmentEnd
 
 __all__ = ["SegmentEnd", "PBTSettings", "PopulationScheduler", "make_scheduler"]
 
 PBT_KEY = "hpt:pbt"  # a segment's user attribute: {member, parent, from_trial, exploited, start}
-SEGMENT_END = "segment_end"  # TrialContext.report's answer when a PBT segment has had its reports
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def checkpoint_directory(store_file: str | None, directory: str | None, study_na
 # --- the population ------------------------------------------------------------------------
 
 @dataclass
-class SegmentPlan:
+class SegmentPlan(Plan):
     """The next segment of one member: what it continues from, with which hyperparameters."""
 
     member: int
@@ -261,8 +262,13 @@ def _steps(trial: FrozenTrial, plan_start: int) -> tuple[int, int]:
     return max(plan_start - 1, 0), max(plan_start - 1, 0)
 
 
-class PopulationScheduler:
+class PopulationScheduler(TrialScheduler):
     """Decides each member's next segment; keeps the lineage and the checkpoints it needs."""
+
+    population_based = True
+    steering_refusal = ("Population-based training explores around its members itself: narrowing and "
+                        "enqueueing do not apply. Stop it and start a %%tune without --scheduler pbt to "
+                        "steer a sampler.")
 
     def __init__(self, settings: PBTSettings, maximize: bool, checkpoints: Any, seed: int | None) -> None:
         self.settings = settings
@@ -370,9 +376,26 @@ class PopulationScheduler:
             return int(new)
         return float(new)
 
+    def exhausted(self) -> str | None:
+        return "every member of the population finished its training" if self.all_finished() else None
+
     # -- a segment's life --
-    def begun(self, plan: SegmentPlan, number: int) -> None:
+    def asked(self, study: optuna.Study, trial: optuna.Trial, number: int, plan: SegmentPlan) -> None:
         plan.number = number
+        trial.set_user_attr(PBT_KEY, plan.attrs())
+        if plan.params is not None:
+            fix_params(study, trial, plan.params)
+
+    def reported(self, plan: SegmentPlan, trial: optuna.Trial, value: float) -> bool | str:
+        plan.reports += 1
+        plan.last_value = value
+        return SEGMENT_END if plan.reports >= self.settings.interval else False
+
+    def should_stop(self, plan: SegmentPlan, trial: optuna.Trial) -> bool:
+        return plan.reports >= self.settings.interval
+
+    def checkpoint(self, plan: SegmentPlan, blob: bytes) -> None:
+        plan.checkpoint = blob  # saved with the segment's result when it ends
 
     def restore(self, plan: SegmentPlan) -> bytes | None:
         return self.checkpoints.load(plan.from_trial) if plan.from_trial is not None else None
@@ -424,7 +447,10 @@ class PopulationScheduler:
     def all_finished(self) -> bool:
         return all(m.finished for m in self.members)
 
-    def best_member_trial(self) -> FrozenTrial | None:
+    def describe(self) -> str:
+        return self.settings.describe()
+
+    def best_trial(self) -> FrozenTrial | None:
         """The latest complete segment of the member whose latest score is best."""
         scored = [(m.score, m.index) for m in self.members if m.score is not None and m.index in self.frozen]
         if not scored:
@@ -444,3 +470,12 @@ class PopulationScheduler:
             chain.append(segment)
             current = segment.from_trial
         return chain[::-1]
+
+
+def fix_params(study: optuna.Study, trial: optuna.Trial, params: dict[str, Any]) -> None:
+    """Give an asked trial fixed values, as ``study.enqueue_trial`` gives a queued one: a
+    member's next segment. (Through the queue, a trial the user had enqueued could be taken
+    instead.)"""
+    study._storage.set_trial_system_attr(trial._trial_id, "fixed_params", params)
+    trial._cached_frozen_trial.system_attrs["fixed_params"] = params
+    trial._fixed_params = params

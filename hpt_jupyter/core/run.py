@@ -22,16 +22,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import TuneError
 from .auto import SAMPLER_ATTR, AutoSampler
-from .engine import FINAL_STATES, FINISHED, PAUSED, READY, RUNNING, STOPPING, Engine
+from .engine import FAILED, FINAL_STATES, FINISHED, PAUSED, READY, RUNNING, STOPPED, STOPPING, Engine
 from .executors.base import Executor
-from .pbt import LineageSegment, PopulationScheduler
+from .pbt import LineageSegment
+from .scheduling import TrialScheduler
 from .space import ChoiceParam, Param
 from .stopping import AutoStop
-from .steered import NARROWINGS_KEY, Segment, Steering, _same, _space_of
-from .storage import TRACEBACK_KEY
-from .trial_warnings import TrialWarning, WarningLog
+from .steered import NARROWINGS_KEY, Stage, Steering, _same, _space_of
+from .score import short_failure
+from .storage import TRACEBACK_KEY, set_lease
+from .trial_warnings import TrialSink, TrialWarning, WarningLog
 
-__all__ = ["Run", "Event", "Segment", "NARROWINGS_KEY", "FINAL_STATES", "FINISHED", "PAUSED", "READY",
+__all__ = ["Run", "Event", "Stage", "NARROWINGS_KEY", "FINAL_STATES", "FINISHED", "PAUSED", "READY",
            "RUNNING", "STOPPING", "TRACEBACK_KEY"]
 
 if TYPE_CHECKING:
@@ -84,7 +86,7 @@ class Run(Steering):
         seed: int | None = None,
         patience: int | None = None,
         pruner_name: str = "none",
-        scheduler: PopulationScheduler | None = None,
+        scheduler: TrialScheduler | None = None,
         auto_stop: AutoStop | None = None,
     ) -> None:
         self.name = name
@@ -107,7 +109,7 @@ class Run(Steering):
         self._since_improvement = 0  # complete trials since the best improved, in this start
         self._front: list[list[float]] = []  # several objectives: the values on the Pareto front
         self.pruner_name = pruner_name
-        self.scheduler = scheduler  # population-based training, or None
+        self.scheduler = scheduler or TrialScheduler()  # population-based training, or the sampler's
         self.auto_stop = auto_stop  # --stop auto: Optuna's Terminator, or None
         self._auto_stop_reason: str | None = None
         self._engine: Engine | None = None
@@ -137,7 +139,7 @@ class Run(Steering):
         # One read of the stored history; from here on the run counts in memory.
         self.counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
         self._next_number = 0
-        self.space.update(_space_of(self.segments, self.overrides))
+        self.space.update(_space_of(self.stages, self.overrides))
         for trial in self.trials(states=None):
             self._next_number = trial.number + 1
             if trial.state in self.counts:
@@ -145,8 +147,7 @@ class Run(Steering):
                 if trial.state == TrialState.COMPLETE:
                     self._consider_best(trial)
         self.n_stored = self.n_finished
-        if scheduler is not None:  # a resumed PBT study goes on with its population
-            scheduler.load(self.trials(states=None))
+        self.scheduler.load(self.trials(states=None))  # a resumed PBT study goes on with its population
         self.budget = n_trials  # total finished trials the study should reach
 
     # --- facts -------------------------------------------------------------------------
@@ -186,8 +187,9 @@ class Run(Steering):
         """The best complete trial; for several objectives, the Pareto-optimal trial that is
         best in the first objective; under population-based training, the latest segment of
         the member whose latest score is best."""
-        if self.scheduler is not None:
-            return self.scheduler.best_member_trial() or self._best
+        chosen = self.scheduler.best_trial()
+        if chosen is not None:
+            return chosen
         if not self.is_multi_objective:
             return self._best
         front = self.pareto_front()
@@ -223,7 +225,7 @@ class Run(Steering):
         """Under population-based training, the hyperparameters of the best member's training
         over steps, following its lineage back through the members it cloned: one entry per
         segment, ``{"trial", "member", "start", "end", "value", **params}``."""
-        if self.scheduler is None:
+        if not self.scheduler.population_based:
             raise TuneError("best_schedule exists for population-based training (--scheduler pbt) only; "
                             "this run's best hyperparameters are run.best_params.")
         best = self.best_trial
@@ -235,7 +237,7 @@ class Run(Steering):
     def lineage(self) -> list[LineageSegment]:
         """Under population-based training, every segment of every member (who cloned whom,
         when, with which hyperparameters), in trial order; [] otherwise."""
-        if self.scheduler is None:
+        if not self.scheduler.population_based:
             return []
         with self.scheduler.lock:
             return [self.scheduler.lineage[n] for n in sorted(self.scheduler.lineage)]
@@ -261,8 +263,8 @@ class Run(Steering):
         """What decides when trials (and the study) stop: `` · PBT · population 4 · every 5
         steps``, `` · pruner hyperband``, `` · stop auto``, or nothing."""
         text = "" if self.auto_stop is None else " · stop auto"
-        if self.scheduler is not None:
-            return f" · {self.scheduler.settings.describe()}{text}"
+        if self.scheduler.describe():
+            return f" · {self.scheduler.describe()}{text}"
         return text if self.pruner_name == "none" else f" · pruner {self.pruner_name}{text}"
 
     def pareto_front(self) -> list[FrozenTrial]:
@@ -275,29 +277,29 @@ class Run(Steering):
         """Every trial of the run's history, across narrowings, numbered run-wide (copies seeded
         into a narrowed study are left out: each trial appears once). ``states=None``: all."""
         found = []
-        for segment in self.segments:
-            for trial in segment.own_trials():
+        for stage in self.stages:
+            for trial in stage.own_trials():
                 if states is None or trial.state in states:
-                    found.append(self._renumbered(trial, segment))
+                    found.append(self._renumbered(trial, stage))
         return found
 
     def trial(self, number: int) -> FrozenTrial:
         """Trial ``number`` (run-wide)."""
-        for segment in reversed(self.segments):
-            if number >= segment.base:
-                local = number - segment.base + segment.seeded
-                for trial in segment.study.get_trials(deepcopy=False):
+        for stage in reversed(self.stages):
+            if number >= stage.base:
+                local = number - stage.base + stage.seeded
+                for trial in stage.study.get_trials(deepcopy=False):
                     if trial.number == local:
-                        return self._renumbered(trial, segment)
+                        return self._renumbered(trial, stage)
                 break
         raise KeyError(f"'{self.name}' has no trial #{number}")
 
     @staticmethod
-    def _renumbered(trial: FrozenTrial, segment: Segment) -> FrozenTrial:
-        if not segment.base and not segment.seeded:
+    def _renumbered(trial: FrozenTrial, stage: Stage) -> FrozenTrial:
+        if not stage.base and not stage.seeded:
             return trial
         trial = copy.copy(trial)  # a shallow copy: the stored trial keeps its own number
-        trial.number = segment.base + trial.number - segment.seeded
+        trial.number = stage.base + trial.number - stage.seeded
         return trial
 
     def trials_dataframe(self, **kwargs: Any) -> pandas.DataFrame:
@@ -306,13 +308,13 @@ class Run(Steering):
         import pandas
 
         frames = []
-        for segment in self.segments:
-            frame = segment.study.trials_dataframe(**kwargs)
+        for stage in self.stages:
+            frame = stage.study.trials_dataframe(**kwargs)
             if frame.empty:
                 continue
-            frame = frame[frame["number"] >= segment.seeded].copy()
-            frame["number"] = frame["number"] - segment.seeded + segment.base
-            frame["study"] = segment.study.study_name
+            frame = frame[frame["number"] >= stage.seeded].copy()
+            frame["number"] = frame["number"] - stage.seeded + stage.base
+            frame["study"] = stage.study.study_name
             frames.append(frame)
         return pandas.concat(frames, ignore_index=True) if frames else self.study.trials_dataframe(**kwargs)
 
@@ -485,17 +487,86 @@ class Run(Steering):
             if deadline is not None and time.monotonic() >= deadline:
                 return
 
-    # --- the loop ----------------------------------------------------------------------
+    # --- the engine's door: the run keeps its own books ---------------------------------
 
-    def _emit(self, kind: str, **fields: Any) -> None:
-        event = Event(kind, self, **fields)
-        for callback in list(self._subscribers):
-            try:
-                callback(event)
-            except Exception:  # a broken view must not stop the search
-                logger.exception("hpt_jupyter: a subscriber of run %r failed on %s", self.name, kind)
+    @property
+    def condition(self) -> threading.Condition:
+        """Guards the run's state and books; the engine's slots wait on it for a stop, a pause,
+        +N or another slot's result."""
+        return self._condition
 
-    def _keep_assignments(self, trial: optuna.Trial, number: int, assigned: dict[str, Any]) -> None:
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    @property
+    def pause_requested(self) -> bool:
+        return self._pause_requested
+
+    def loop_started(self) -> None:
+        if self._owner is not None:  # lets a later kernel tell our RUNNING trials from a live one's
+            set_lease(self.base_study, self._owner, "active")
+        self._emit("started", message=self.opened)
+
+    def end_reason(self, in_flight: int, started: float) -> str | None:
+        """Why no further trial should start (the engine holds :attr:`condition`), or None.
+        ``in_flight``: trials started or about to be; ``started``: the loop's monotonic start."""
+        if self.budget is not None and self.n_finished + in_flight >= self.budget:
+            return f"budget reached ({self.budget} trials)"
+        if self.timeout is not None and time.monotonic() - started >= self.timeout:
+            return f"timeout ({self.timeout:g}s)"
+        if self.target is not None and self._best is not None:
+            better = self._best.value >= self.target if self.directions[0] == "maximize" \
+                else self._best.value <= self.target
+            if better:
+                return f"target {self.target:g} reached"
+        if self.max_failures and self._consecutive_failures >= self.max_failures:
+            last = self.failures[-1][1] if self.failures else ""
+            return f"{self._consecutive_failures} consecutive failures; last: {last}"
+        if self._auto_stop_reason is not None:
+            return self._auto_stop_reason
+        if self.patience is not None and self._since_improvement >= self.patience:
+            return f"no improvement in {self.patience} complete trials (--patience {self.patience})"
+        if self.study._stop_flag:
+            return "the sampler has no more trials to give (grid exhausted)" \
+                if isinstance(self.study.sampler, optuna.samplers.GridSampler) else "study.stop() was called"
+        return None
+
+    def final_state(self, reason: str) -> tuple[str, str]:
+        """How a loop whose slots all left, the last for ``reason``, ended."""
+        if self._stop_requested:
+            return STOPPED, "stopped"
+        if self.max_failures and self._consecutive_failures >= self.max_failures:
+            return FAILED, reason
+        return FINISHED, reason
+
+    def before_ask(self) -> tuple[optuna.Study, Stage]:
+        """A requested narrowing, then the next queued configuration: the study and stage the
+        engine asks from (it holds the study lock)."""
+        self._take_steering()
+        return self.study, self.stages[-1]
+
+    def number_asked(self, trial: optuna.Trial, stage: Stage) -> int:
+        """The run-wide number of a trial just asked from ``stage``'s study."""
+        number = stage.base + trial.number - stage.seeded
+        self._next_number = max(self._next_number, number + 1)
+        return number
+
+    def trial_started(self, number: int) -> None:
+        self._emit("trial_started", number=number)
+
+    def warning_sink(self, number: int) -> TrialSink:
+        """Where the warnings trial ``number`` raises are counted."""
+        return TrialSink(self._warning_log, number)
+
+    def note_auto_stop(self, reason: str) -> None:
+        with self._condition:
+            self._auto_stop_reason = reason
+            self._condition.notify_all()
+
+    def note_assignments(self, trial: optuna.Trial, number: int, assigned: dict[str, Any]) -> None:
+        """Before a complete trial is told: what its cell assigned to the knobs' names, where
+        that differs from the sampled values."""
         differing = {k: v for k, v in assigned.items()
                      if k not in trial.params or not _same(self._decode(k, trial.params[k]), v)}
         if not differing:
@@ -506,6 +577,54 @@ class Run(Steering):
         except (TypeError, ValueError):
             return
         trial.set_user_attr(ASSIGNED_KEY, differing)
+
+    def record(self, trial: FrozenTrial, failure: str | None, sampler_seconds: float,
+               objective_seconds: float) -> None:
+        """A told trial: count it, follow the best, and tell the views."""
+        with self._condition:
+            self.sampler_seconds += sampler_seconds
+            self.objective_seconds += objective_seconds
+            self.n_run += 1
+            self.counts[trial.state] += 1
+            if trial.state == TrialState.COMPLETE:
+                self._consecutive_failures = 0
+                self._since_improvement = 0 if self._consider_best(trial) else self._since_improvement + 1
+            elif trial.state == TrialState.FAIL:
+                self._consecutive_failures += 1
+                self.failures.append((trial.number, short_failure(failure or "")))
+        self._emit("trial_finished", trial=trial, number=trial.number,
+                   message=self.failures[-1][1] if trial.state == TrialState.FAIL else None)
+
+    def loop_ended(self, final_state: str, reason: str) -> None:
+        """The engine's slots have all left: apply a narrowing that waited, end the lease, say so."""
+        try:  # a narrowing asked for while the last trials ran holds for the next start
+            with self._steer_lock:
+                self._loop_takes_steering = False  # from now on a narrowing applies at once
+                pending, self._pending_narrowing = self._pending_narrowing, None
+                if pending is not None:
+                    self._apply_space(*pending)
+        except Exception:  # noqa: BLE001 - the store may be what failed
+            logger.exception("hpt_jupyter: could not apply the narrowing of run %r", self.name)
+        if self._owner is not None:
+            try:
+                set_lease(self.base_study, self._owner, "ended")
+            except Exception:  # noqa: BLE001 - the store may be what failed
+                logger.exception("hpt_jupyter: could not end the lease of run %r", self.name)
+        with self._condition:
+            self.state, self.reason = final_state, reason
+            self.ended_at = time.monotonic()
+        self._emit("finished", message=reason)
+        self._done.set()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        event = Event(kind, self, **fields)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken view must not stop the search
+                logger.exception("hpt_jupyter: a subscriber of run %r failed on %s", self.name, kind)
 
     def _consider_best(self, trial: FrozenTrial) -> bool:
         """Note a complete trial; True when it improved the best (for several objectives:

@@ -19,6 +19,7 @@ import optuna
 
 from ..errors import TuneError
 from .naming import name_from_caller
+from .scheduling import SEGMENT_END, Plan, TrialScheduler
 
 CV_SCORES_KEY = "terminator:cv_scores"  # where Optuna's CrossValidationErrorEvaluator reads them
 
@@ -188,11 +189,12 @@ class TrialContext:
     """What ``tune.*`` calls talk to while one trial of a run executes: in this thread, or for
     a worker process, on the worker's behalf (a remote trial asks its knobs here)."""
 
-    __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds", "lock", "reseed", "segment",
+    __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds", "lock", "reseed", "plan",
                  "scheduler")
 
     def __init__(self, trial: optuna.Trial, run: KnobRecorder | None, lock: Any = None,
-                 reseed: Callable[[str], Any] | None = None, segment: Any = None, scheduler: Any = None) -> None:
+                 reseed: Callable[[str], Any] | None = None, plan: Plan | None = None,
+                 scheduler: TrialScheduler | None = None) -> None:
         self.trial = trial
         self.run = run
         self.declared: set[str] = set()
@@ -201,8 +203,8 @@ class TrialContext:
         # Trials in several slots share the study: the engine's lock orders their sampler calls.
         self.lock = lock if lock is not None else _NO_LOCK
         self.reseed = reseed  # with several trials in flight: each knob's draw from the trial's own seed
-        self.segment = segment  # population-based training: this trial's SegmentPlan
-        self.scheduler = scheduler
+        self.scheduler = scheduler or _DEFAULT_SCHEDULER  # decides what report and restore answer
+        self.plan = plan if plan is not None else Plan()  # what the scheduler gave this trial
 
     def _declare(self, param: Param) -> None:
         if param.name in self.declared:
@@ -246,37 +248,31 @@ class TrialContext:
 
     def report(self, value: float, step: int) -> bool | str:
         """Record an intermediate value; True when the pruner says this trial should stop,
-        ``"segment_end"`` when a population-based training segment has had its reports."""
+        :data:`SEGMENT_END` when a population-based training segment has had its reports."""
         with self.lock:
             self.trial.report(value, step)
-            segment = self.segment
-            if segment is not None:
-                segment.reports += 1
-                segment.last_value = value
-                return "segment_end" if segment.reports >= self.scheduler.settings.interval else False
-            return self.trial.should_prune()
+            return self.scheduler.reported(self.plan, self.trial, value)
 
     def should_prune(self) -> bool:
         with self.lock:
-            if self.segment is not None:
-                return self.segment.reports >= self.scheduler.settings.interval
-            return self.trial.should_prune()
+            return self.scheduler.should_stop(self.plan, self.trial)
 
     def cv_scores(self, scores: list[float]) -> None:
         """Keep the trial's cross-validation fold scores, where Optuna's Terminator reads them."""
         with self.lock:
             self.trial.storage.set_trial_system_attr(self.trial._trial_id, CV_SCORES_KEY, scores)
 
+    @property
+    def keeps_checkpoints(self) -> bool:
+        return self.scheduler.population_based
+
     def checkpoint(self, blob: bytes) -> None:
-        """Keep the pickled state of this step (the segment's last one is saved when it ends)."""
-        if self.segment is not None:
-            self.segment.checkpoint = blob
+        """Keep the pickled state of this step (under PBT the segment's last one is saved when it ends)."""
+        self.scheduler.checkpoint(self.plan, blob)
 
     def restore(self) -> bytes | None:
-        """The pickled state this segment continues from (None: a new member, or no PBT)."""
-        if self.segment is None:
-            return None
-        return self.scheduler.restore(self.segment)
+        """The pickled state this trial continues from (None: a new PBT member, or no PBT)."""
+        return self.scheduler.restore(self.plan)
 
 
 class _NoLock:
@@ -288,6 +284,7 @@ class _NoLock:
 
 
 _NO_LOCK = _NoLock()
+_DEFAULT_SCHEDULER = TrialScheduler()
 
 
 class FixedContext:
@@ -389,7 +386,7 @@ class Tune:
         says stop, the trial ends here as pruned (``tune.should_stop()`` asks first)."""
         context = _context_or_error("report")
         verdict = context.report(value, step)
-        if verdict == "segment_end":
+        if verdict == SEGMENT_END:
             raise SegmentEnd(value)
         if verdict:
             raise optuna.TrialPruned(f"pruned at step {step}")
@@ -408,8 +405,8 @@ class Tune:
         picklable). Under ``--scheduler pbt`` the member's next segment, or a member that
         clones it, gets it back from :meth:`restore`; without PBT it is not kept."""
         context = _context_or_error("checkpoint")
-        if getattr(context, "segment", None) is None and not getattr(context, "remote", False):
-            return
+        if not getattr(context, "keeps_checkpoints", False) and not getattr(context, "remote", False):
+            return  # pickling a model no scheduler will restore costs for nothing
         import cloudpickle
 
         context.checkpoint(cloudpickle.dumps(state))

@@ -1,8 +1,8 @@
 """Steering a run: narrowing its space, focusing on the best trials, resetting, enqueueing.
 
-A narrowing opens a new Optuna study on the narrowed space (a *segment* of the run), seeded
+A narrowing opens a new Optuna study on the narrowed space (a *stage* of the run), seeded
 with the complete trials inside it, so the sampler keeps learning; trials are numbered run-wide
-across segments. :class:`Steering` is the part of :class:`~hpt_jupyter.core.run.Run` that does
+across stages. :class:`Steering` is the part of :class:`~hpt_jupyter.core.run.Run` that does
 this; it works on the run's state and never runs trials.
 """
 
@@ -19,16 +19,17 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ..errors import TuneError
+from .scheduling import TrialScheduler
 from .space import ChoiceParam, FloatParam, IntParam, Param
 from .steering import Narrowing, contains, describe, distribution, narrowed, near, share_of_space, span_of
-from .storage import SEGMENT_MARK
+from .storage import STAGE_MARK
 
 NARROWINGS_KEY = "hpt:narrowings"  # on the named study: the log of narrowings, with their studies
 COPY_KEY = "hpt:copy_of"  # on a trial copied into a narrowed study: the run-wide number of the original
 
 
 @dataclass
-class Segment:
+class Stage:
     """One study of a run: the named one, then one per narrowing. Its first ``seeded`` trials
     are copies of earlier ones; its own trials are numbered run-wide from ``base``."""
 
@@ -41,10 +42,6 @@ class Segment:
 
 
 
-_PBT_STEERS = ("Population-based training explores around its members itself: narrowing and enqueueing "
-               "do not apply. Stop it and start a %%tune without --scheduler pbt to steer a sampler.")
-
-
 class Steering:
     """Narrow, focus, reset and enqueue (mixed into Run, whose state it uses)."""
 
@@ -55,6 +52,7 @@ class Steering:
     space: dict[str, Param]
     directions: list[str]
     is_multi_objective: bool
+    scheduler: TrialScheduler
     _next_number: int
 
     def _init_steering(self, study: optuna.Study,
@@ -67,7 +65,7 @@ class Steering:
         self._sampler_factory = sampler_factory
         self.overrides: dict[str, Param] = {}
         self.narrowings: list[Narrowing] = []
-        self.segments = [Segment(study)]
+        self.stages = [Stage(study)]
         self._pending_narrowing: tuple[dict[str, Param], Narrowing] | None = None
         self._queue: deque[dict[str, Any]] = deque()
         self._steer_lock = threading.Lock()  # one narrowing at a time, whoever asks
@@ -108,8 +106,8 @@ class Steering:
         complete trials inside it, takes over (the earlier ones stay as history; tables, plots,
         the best trial and injection span them all). A request outside the declared space, an
         empty range or no option left raises :class:`TuneError` and changes nothing."""
-        if getattr(self, "scheduler", None) is not None:
-            raise TuneError(_PBT_STEERS)
+        if self.scheduler.steering_refusal is not None:
+            raise TuneError(self.scheduler.steering_refusal)
         if not ranges:
             raise TuneError("narrow needs at least one knob, e.g. run.narrow(lr=(1e-4, 1e-2)).")
         if isinstance(self.study.sampler, optuna.samplers.GridSampler):
@@ -141,8 +139,8 @@ class Steering:
 
     def reset(self, source: str = "reset") -> Narrowing:
         """Search the whole declared space again (a new study seeded with every complete trial)."""
-        if getattr(self, "scheduler", None) is not None:
-            raise TuneError(_PBT_STEERS)
+        if self.scheduler.steering_refusal is not None:
+            raise TuneError(self.scheduler.steering_refusal)
         with self._steer_lock:
             return self._request_space({}, Narrowing(source, {}))
 
@@ -182,8 +180,8 @@ class Steering:
     def enqueue(self, values: Mapping[str, Any], source: str = "api") -> dict[str, Any]:
         """Try ``values`` (some or all knobs; the sampler picks the rest) as the next trial.
         Values must lie in the space searched now."""
-        if getattr(self, "scheduler", None) is not None:
-            raise TuneError(_PBT_STEERS)
+        if self.scheduler.steering_refusal is not None:
+            raise TuneError(self.scheduler.steering_refusal)
         space = self.effective_space()
         stored: dict[str, Any] = {}
         for name, value in dict(values).items():
@@ -234,7 +232,7 @@ class Steering:
         """Open a study on the new space, seed it with the complete trials inside it, ask from
         it (the loop's thread between trials, or the caller's when no loop runs)."""
         k = len(self.narrowings) + 1
-        study_name = f"{self.name}{SEGMENT_MARK}{k}"
+        study_name = f"{self.name}{STAGE_MARK}{k}"
         storage = self.base_study._storage
         try:  # a study of that name left by a run that crashed mid-narrowing
             optuna.delete_study(study_name=study_name, storage=storage)
@@ -264,7 +262,7 @@ class Steering:
                 continue
         study.add_trials(seeds)
         record.study, record.seeded, record.first_trial = study_name, len(seeds), self._next_number
-        self.segments.append(Segment(study, len(seeds), self._next_number))
+        self.stages.append(Stage(study, len(seeds), self._next_number))
         self.study, self.overrides = study, overrides
         self.narrowings.append(record)
         self._save_narrowings()
@@ -272,9 +270,9 @@ class Steering:
 
     def _save_narrowings(self) -> None:
         log = []
-        for record, segment in zip(self.narrowings, self.segments[1:]):
+        for record, stage in zip(self.narrowings, self.stages[1:]):
             entry = record.as_dict()
-            entry["base"] = segment.base
+            entry["base"] = stage.base
             log.append(entry)
         spaces = {name: _param_spec(p) for name, p in self.overrides.items()}
         self.base_study._storage.set_study_system_attr(
@@ -289,10 +287,10 @@ class Steering:
             study = optuna.load_study(study_name=entry["study"], storage=self.base_study._storage,
                                       pruner=self.base_study.pruner,
                                       sampler=self._sampler_factory(k))
-            self.segments.append(Segment(study, entry["seeded"], entry["base"]))
+            self.stages.append(Stage(study, entry["seeded"], entry["base"]))
             self.narrowings.append(Narrowing(entry["source"], entry["ranges"], entry["study"], entry["seeded"],
                                              entry["first_trial"], entry["at"]))
-        self.study = self.segments[-1].study
+        self.study = self.stages[-1].study
         self.overrides = {name: _param_from_spec(name, spec) for name, spec in saved["overrides"].items()}
 
     def _take_steering(self) -> None:
@@ -306,12 +304,12 @@ class Steering:
             self.study.enqueue_trial(self._queue.popleft(), skip_if_exists=False)
 
 
-def _space_of(segments: list[Segment], narrowed: Mapping[str, Param]) -> dict[str, Param]:
+def _space_of(stages: list[Stage], narrowed: Mapping[str, Param]) -> dict[str, Param]:
     """The knobs a stored history declared, so a resumed run can be steered before its first new
     trial. Narrowed studies asked narrowed knobs: those come from the first study only."""
     space: dict[str, Param] = {}
-    for k, segment in enumerate(segments):
-        for trial in segment.study.get_trials(deepcopy=False):
+    for k, stage in enumerate(stages):
+        for trial in stage.study.get_trials(deepcopy=False):
             for name, dist in trial.distributions.items():
                 if name in space or (k and name in narrowed):
                     continue

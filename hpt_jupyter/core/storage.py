@@ -265,9 +265,9 @@ def fail_orphaned_trials(study: optuna.Study, narrowed: list[tuple[optuna.Study,
     return orphans
 
 
-SEGMENT_MARK = " ~narrowed-"  # a study searching a narrowed space is named "<name> ~narrowed-<k>"
+STAGE_MARK = " ~narrowed-"  # a study searching a narrowed space is named "<name> ~narrowed-<k>"
 
 
 def study_names(storage: BaseStorage) -> list[str]:
     """The studies users named (the studies that searched a narrowed space are part of theirs)."""
-    return [s.study_name for s in storage.get_all_studies() if SEGMENT_MARK not in s.study_name]
+    return [s.study_name for s in storage.get_all_studies() if STAGE_MARK not in s.study_name]

@@ -347,7 +347,7 @@ class Dashboard:
                                           layout=full)),
                 ("Intermediate", widgets.VBox([self.intermediate_legend, self.intermediate], layout=full)),
                 ("Importance", self.importance_page)]
-        if run.scheduler is not None:  # population-based training: who cloned whom, and the schedule
+        if run.scheduler.population_based:  # population-based training: who cloned whom, and the schedule
             tabs[5:5] = self._population_pages(run.scheduler.settings.population)
         # Only the chosen page is attached: a bqplot figure hidden in a Tab has no width and
         # draws negative-size rectangles (console errors in Chromium).
@@ -367,7 +367,7 @@ class Dashboard:
         self.steer_toggle.observe(self._show_steer, "value")
         controls.children = [*controls.children, self.steer_toggle]
         self._steerable = True
-        if run.scheduler is not None:  # PBT explores by itself: nothing to steer
+        if run.scheduler.population_based:  # PBT explores by itself: nothing to steer
             self.steer_toggle.layout.display = "none"
         body = widgets.HBox([widgets.VBox([self.page_picker, self.page], layout=widgets.Layout(flex="1 1 0%",
                                                                                                  min_width="0")),
@@ -518,7 +518,7 @@ class Dashboard:
             "Intermediate": (digest.version, lambda: list(digest.reporters), self._draw_intermediate),
         }
         scheduler = self.run.scheduler
-        if scheduler is not None:  # these copy from the run (under its scheduler's lock), not the digest
+        if scheduler.population_based:  # these copy from the run (under its scheduler's lock), not the digest
             segments = len(scheduler.lineage)
             drawers["Lineage"] = (segments, self.run.lineage, self._draw_lineage)
             drawers["Schedule"] = ((segments, best and best.number), lambda: self.run.best_schedule,
@@ -540,13 +540,13 @@ class Dashboard:
         self.stop_button.button_style = "" if final else "danger"  # red only while it can act
         self.pause_button.disabled = final
         # Narrowing acts on trials still to come: not on an ended study, nor under PBT.
-        steerable = self.run.scheduler is None and not final
+        steerable = not self.run.scheduler.population_based and not final
         if steerable != self._steerable:
             self._steerable = steerable
             self.steer_toggle.disabled = not steerable
             self.steer_toggle.tooltip = ("Show or hide the steering panel" if steerable else
                                          "Steering narrows the trials still to come: add trials to steer again"
-                                         if self.run.scheduler is None else "PBT explores by itself: no steering")
+                                         if not self.run.scheduler.population_based else "PBT explores by itself: no steering")
             self.steer.widget.layout.display = "flex" if steerable and self.steer_toggle.value else "none"
             self.brush_mode.disabled = not steerable
             if not steerable:
@@ -575,7 +575,7 @@ class Dashboard:
                        *(s["figure"] for s in self.slices.values())]
             shown = [self.header, self.table, self.importance_note, self.pause_button, self.stop_button,
                      self.steer_toggle, self.steer.widget.layout, self.range_note, self.importance.layout]
-            if self.run.scheduler is not None:
+            if self.run.scheduler.population_based:
                 figures += [self.lineage, self.schedule]
                 shown += [self.lineage_note, self.schedule_table, self.schedule_legend]
             for figure in figures:
@@ -1092,7 +1092,7 @@ class Dashboard:
         if selected is not None:  # a clicked point's trial comes first
             shown = [selected, *(r for r in shown if r.number != selected.number)]
         score_names = ["value"] if not run.is_multi_objective else [f"value {i}" for i in range(len(run.directions))]
-        member = run.scheduler is not None
+        member = run.scheduler.population_based
         best = run.best_trial
         best_number = best.number if best is not None else None
         # One format per column, so that a column's numbers line up and read alike.

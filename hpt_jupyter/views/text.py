@@ -66,7 +66,7 @@ def best_schedule_table(run: Run, limit: int = 10) -> str:
     """Under population-based training, the best member's schedule as an aligned text table:
     one row per stretch of steps with the same member and hyperparameters (steps, member,
     hyperparameters, the score at its end); "" for other runs or before a segment completed."""
-    if run.scheduler is None:
+    if not run.scheduler.population_based:
         return ""
     schedule = run.best_schedule
     if not schedule:

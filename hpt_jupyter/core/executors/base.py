@@ -54,7 +54,6 @@ class Executor(ABC):
 
     name: str = ""
     jobs: int = 1
-    kills_on_timeout: bool = False  # can end a trial that runs too long (--trial-timeout)
 
     def open(self) -> None:
         """Start what the trials need (worker processes, a cluster); raise TuneError if it cannot."""

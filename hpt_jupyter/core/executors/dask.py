@@ -51,7 +51,6 @@ def _address_towards(host: str) -> str:
 
 class DaskExecutor(Executor):
     name = "dask"
-    kills_on_timeout = True
 
     def __init__(self, shipment: Shipment, jobs: int, cluster: Any = None) -> None:
         self.shipment = shipment
@@ -192,7 +191,7 @@ class _DaskRunner(SlotRunner):
             try:
                 kind, detail = conn.recv()
                 if kind == "ready":
-                    conn.send(("trial", request.number, request.context.segment is not None))
+                    conn.send(("trial", request.number, request.context.scheduler.population_based))
             except (EOFError, OSError) as error:
                 raise WorkerLost(str(error)) from None
             if kind != "ready":

@@ -20,7 +20,6 @@ SETUP_SECONDS = 300  # importing the user's libraries and unpacking their data c
 
 class ProcessExecutor(Executor):
     name = "process"
-    kills_on_timeout = True
 
     def __init__(self, shipment: Shipment, jobs: int) -> None:
         self.shipment = shipment
@@ -71,7 +70,7 @@ class _ProcessRunner(SlotRunner):
         deadline = None if request.timeout is None else time.monotonic() + request.timeout
         try:
             try:
-                self.conn.send(("trial", request.number, request.context.segment is not None))
+                self.conn.send(("trial", request.number, request.context.scheduler.population_based))
             except OSError as error:
                 raise WorkerLost(str(error)) from None
             return serve_trial(self.conn, request.context, deadline, self.executor.known)
