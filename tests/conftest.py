@@ -33,3 +33,20 @@ def _fresh_runs():
     tune.runs.clear()
     tune._last = None
     yield
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy, and return that; after ``timeout``
+    seconds raise AssertionError naming ``what`` was awaited. Tests wait for the event they need
+    (a trial finished, a widget or comm message arrived) instead of sleeping for a guessed time:
+    a slow machine only waits longer, and a broken feature fails here instead of passing."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:g}s for {what}, in vain")
+        time.sleep(interval)

@@ -12,6 +12,7 @@ import time
 import optuna
 import pytest
 
+from conftest import wait_until
 from hpt_jupyter import TuneError, compile_cell, optimize, start, tune
 from hpt_jupyter.core.run import TRACEBACK_KEY
 from optuna.trial import TrialState
@@ -131,21 +132,33 @@ def test_stop_pause_resume_extend():
         time.sleep(0.02)  # 100 trials take >= 2 s: stop() below lands well before the budget
         return tune.float(0, 1, name="x")
 
-    run = start(objective, n_trials=100, storage="memory", report=False)
-    run.pause()
+    run = start(objective, n_trials=100, storage="memory", report=False, launch=False)
+    started: list[int] = []
+    running, finished = threading.Event(), threading.Event()
+
+    def note(event):
+        if event.kind == "trial_started":
+            started.append(event.number)
+            running.set()
+        elif event.kind == "trial_finished":
+            finished.set()
+
+    run.subscribe(note)
+    run.start()
+    assert running.wait(60), "the first trial never started"
+    run.pause()  # trial 0 is held at the gate; with one slot no other trial is asked meanwhile
     gate.set()
-    time.sleep(0.3)
-    paused_at = run.n_finished
-    time.sleep(0.3)
-    assert run.state == "paused" and run.n_finished == paused_at <= 1
+    assert finished.wait(60), "the trial running when the run was paused never finished"
+    time.sleep(0.3)  # let time pass: a paused run starts no trial
+    assert run.state == "paused" and started == [0] and run.n_finished == 1
     run.resume()
-    time.sleep(0.2)
+    wait_until(lambda: run.n_finished >= 3, "trials to run again after resume()")
     run.stop()
-    run.wait(10)
-    assert run.state == "stopped" and paused_at < run.n_finished < 100
+    run.wait(60)
+    assert run.state == "stopped" and 3 <= run.n_finished < 100
     done = run.n_finished
     run.extend(3)  # a finished run starts again
-    run.wait(10)
+    run.wait(60)
     assert run.n_finished == done + 3 and run.state == "finished"
 
 

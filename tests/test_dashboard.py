@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import time
+import re
+
+import numpy as np
+
+from conftest import wait_until
 
 SETUP = """
 from IPython.display import display
@@ -12,6 +16,34 @@ import time
 """
 
 PROBE = "<img src=x onerror=alert(1)>"
+
+
+def _widgets_once(kernel, msg_id: str, ready, what: str, decoded: bool = False) -> dict[str, dict]:
+    """The latest state of the widgets a cell opened, as soon as ``ready(states)`` holds: the
+    dashboard refreshes in its own thread, so a test waits for the messages it needs, not a
+    guessed time. ``decoded``: binary arrays as numpy arrays (see :func:`_decoded_widgets`)."""
+    states: dict[str, dict] = {}
+
+    def check() -> bool:
+        states.clear()
+        states.update(_decoded_widgets(kernel, msg_id, 0.2) if decoded else kernel.widgets(msg_id, 0.2))
+        return ready(states)
+
+    wait_until(check, what, interval=0)
+    return states
+
+
+def _html(states: dict[str, dict]) -> list[str]:
+    return [s["value"] for s in states.values() if s.get("_model_name") == "HTMLModel"]
+
+
+def _header(states: dict[str, dict]) -> str:
+    return next((value for value in _html(states) if "hpt-header" in value), "")
+
+
+def _ended(states: dict[str, dict]) -> bool:
+    """The header says the run finished, and why: what the refresh after its end writes."""
+    return "finished: " in _header(states)
 
 
 def update_count(kernel, msg_id: str) -> int:
@@ -34,8 +66,15 @@ def test_table_and_history_receive_every_trial_and_values_are_escaped(kernel):
         "run.start()\n"
     )
     assert cell.error is None, cell.error_text
-    kernel.run("run.wait(); time.sleep(1)")
-    states = kernel.widgets(cell.msg_id, 1.0).values()
+    kernel.run("run.wait()")
+
+    def shows_every_trial(found: dict[str, dict]) -> bool:
+        scatter = next(s for s in found.values() if s.get("_model_name") == "ScatterModel")
+        return (_ended(found) and any("<table" in value and "40 trials" in value for value in _html(found))
+                and isinstance(scatter["x"], dict) and scatter["x"]["shape"] == [40])
+
+    states = _widgets_once(kernel, cell.msg_id, shows_every_trial,
+                           "the dashboard's header, table and history to show the ended run's 40 trials").values()
     html_values = [s["value"] for s in states if s.get("_model_name") == "HTMLModel"]
     table = next(value for value in html_values if "<table" in value)
     assert "40 trials" in table
@@ -56,8 +95,10 @@ def test_update_messages_are_bounded_by_the_throttle_not_the_trial_count(kernel)
         "run.start()\n"
     )
     assert cell.error is None, cell.error_text
-    kernel.run("run.wait(); time.sleep(1)")
-    kernel._drain(None, 1.0)
+    kernel.run("run.wait()")
+    # The writer's last act after the run ended (its full refresh done): the importance note.
+    _widgets_once(kernel, cell.msg_id, lambda found: "From 2000 complete trials." in _html(found),
+                  "the dashboard's last refresh (importance from the 2000 complete trials)")
     updates = update_count(kernel, cell.msg_id)
     elapsed, refreshes, slowest = kernel.value("(run.elapsed, board.refreshes, board.refresh_seconds_max)")
     assert kernel.value("run.n_complete") == 2000
@@ -80,22 +121,21 @@ def test_a_stop_click_sent_as_the_frontend_sends_it_stops_within_one_trial(kerne
         "run.start()\n"
     )
     assert cell.error is None, cell.error_text
-    time.sleep(1.0)
-    kernel._drain(None, 0.5)
-    stop = next(cid for cid, state in kernel.widgets(cell.msg_id).items()
+    wait_until(lambda: kernel.value("run.n_finished") >= 2, "two finished trials of 'clicky'")  # clicked mid-run
+    stop = next(cid for cid, state in kernel.widgets(cell.msg_id, 0.2).items()
                 if state.get("_model_name") == "ButtonModel" and state.get("description") == "Stop")
     click = kernel.client.session.msg("comm_msg", {"comm_id": stop,
                                                    "data": {"method": "custom", "content": {"event": "click"}}})
     kernel.client.shell_channel.send(click)
-    kernel.run("run.wait(10)")
+    kernel.run("run.wait(60)")
     state, after, at_click = kernel.value("(run.state, run.n_finished, finished_at_click)")
     assert state == "stopped" and len(at_click) == 1
     assert after <= at_click[0] + 1  # only the trial running when the click was handled finished
 
 
-def _states_by_model(kernel, msg_id: str) -> dict[str, list[dict]]:
+def _by_model(states: dict[str, dict]) -> dict[str, list[dict]]:
     by_model: dict[str, list[dict]] = {}
-    for state in kernel.widgets(msg_id, 1.0).values():
+    for state in states.values():
         by_model.setdefault(state.get("_model_name"), []).append(state)
     return by_model
 
@@ -111,8 +151,10 @@ def test_slices_parallel_intermediate_and_importance_receive_the_trials(kernel):
         "abs(lr - 0.01) + (kind == 'b')\n"
     )
     assert cell.error is None, cell.error_text
-    kernel.run("%tune wait plots\ntime.sleep(3)")  # importance is computed when the study ends
-    models = _states_by_model(kernel, cell.msg_id)
+    kernel.run("%tune wait plots")
+    # importance is computed when the study ends, after the dashboard's last refresh
+    models = _by_model(_widgets_once(kernel, cell.msg_id, lambda found: "From 30 complete trials." in _html(found),
+                                     "importance from the 30 complete trials"))
     scatters = models["ScatterModel"]
     # history + one slice per knob (+ the run-time-knob figure and the Pareto marks, empty here)
     sizes = sorted(s["x"]["shape"][0] if isinstance(s["x"], dict) else len(s["x"]) for s in scatters)
@@ -123,7 +165,7 @@ def test_slices_parallel_intermediate_and_importance_receive_the_trials(kernel):
     parallel = next(s for s in lines if s.get("x") == ["lr", "kind", "value"])
     assert parallel["y"]["shape"] == [30, 3]
     # 3 reported steps for each of 30 trials: the complete trials' curves and the best one's
-    curves = _figure_marks(_decoded_widgets(kernel, cell.msg_id), "intermediate values")
+    curves = _figure_marks(_decoded_widgets(kernel, cell.msg_id, 0), "intermediate values")
     assert sum(_line_count(m) for m in curves) == 30
     assert all(m["y"].shape[-1] == 3 for m in curves if _line_count(m))
     bars = models["BarsModel"][0]
@@ -131,19 +173,36 @@ def test_slices_parallel_intermediate_and_importance_receive_the_trials(kernel):
     assert "From 30 complete trials." in "".join(s["value"] for s in models["HTMLModel"])
 
 
+def _points(mark: dict) -> list[tuple[float, float]]:
+    """A Scatter mark's (x, y) points, sorted."""
+    return sorted(zip(np.asarray(mark["x"], dtype=float).tolist(), np.asarray(mark["y"], dtype=float).tolist()))
+
+
 def test_pareto_front_for_several_objectives(kernel):
     kernel.run(SETUP)
+    # Both objectives grow with x above 0.5: a trial there is beaten by any trial between 1 - x
+    # and x, so the front is the trials below 0.5 (and perhaps the lowest one above), not all.
     cell = kernel.run(
-        "%%tune -n 20 --seed 0 --storage memory --name mo --direction minimize minimize\n"
+        "%%tune -n 20 --seed 0 --sampler random --storage memory --name mo --direction minimize minimize\n"
         "x = tune.float(0, 1)\n"
-        "x, (1 - x) ** 2\n"
+        "x, (x - 0.5) ** 2\n"
     )
     assert cell.error is None, cell.error_text
-    kernel.run("%tune wait mo\ntime.sleep(1)")
-    front = kernel.value("sorted(t.number for t in tune.last.study.best_trials)")
-    scatters = _states_by_model(kernel, cell.msg_id)["ScatterModel"]
-    shapes = sorted(s["x"]["shape"][0] for s in scatters if isinstance(s["x"], dict))
-    assert 20 in shapes and len(front) in shapes  # every trial, and the front drawn over them
+    kernel.run("%tune wait mo")
+    values = [tuple(v) for v in kernel.value("[t.values for t in tune.runs['mo'].trials()]")]
+    assert len(values) == 20
+    # the front by brute force: the trials no other trial is at least as good as in both objectives
+    front = sorted(v for v in values if not any(w != v and w[0] <= v[0] and w[1] <= v[1] for w in values))
+    assert 0 < len(front) < len(values)  # some trials are dominated
+
+    def drawn(found: dict[str, dict]) -> tuple[list, list]:
+        points, _, on_front = _figure_marks(found, "Pareto front")  # every trial, the best line (unused), the front
+        return _points(points), _points(on_front)
+
+    states = _widgets_once(kernel, cell.msg_id, lambda found: drawn(found) == (sorted(values), front),
+                           f"the Pareto front drawn as the {len(front)} non-dominated of the 20 trials", decoded=True)
+    assert drawn(states) == (sorted(values), front)
+    assert f"{len(front)} trials on the Pareto front" in _header(states)
 
 
 def test_a_view_error_shows_once_in_the_dashboard_and_the_study_goes_on(kernel):
@@ -154,16 +213,21 @@ def test_a_view_error_shows_once_in_the_dashboard_and_the_study_goes_on(kernel):
         "    return tune.float(0, 1, name='x')\n"
         "run = start(slow, n_trials=60, storage='memory', report=False, name='broken', launch=False)\n"
         "board = Dashboard(run)\n"
+        "calls = []\n"
         "def broken(taken):\n"
+        "    calls.append(1)\n"
         "    raise RuntimeError('history view broke')\n"
         "board._draw_history = broken\n"
         "display(board.widget)\n"
         "run.start()\n"
     )
     assert cell.error is None, cell.error_text
-    kernel.run("run.wait(); time.sleep(1)")
+    kernel.run("run.wait()")
     assert kernel.value("(run.state, run.n_complete)") == ("finished", 60)
-    output = next(state for state in kernel.widgets(cell.msg_id, 1.0).values()
+    # Three refreshes met the broken view, so the first two were handled (shown, or not) before
+    # the third began; each poll asks the writer for one more, the run having ended.
+    wait_until(lambda: kernel.value("board._dirty.set() or len(calls)") >= 3, "three refreshes of the broken view")
+    output = next(state for state in kernel.widgets(cell.msg_id, 0.2).values()
                   if state.get("_model_name") == "OutputModel")
     texts = [o["text"] for o in output["outputs"] if o.get("name") == "stderr"]
     assert len(texts) == 1  # shown once, not at every refresh
@@ -233,15 +297,22 @@ PRUNED_RUN = (
 
 def test_header_names_the_pruner_and_pruned_rows_are_marked_and_plotted(kernel):
     import math
-    import re
 
     kernel.run(SETUP)
     cell = kernel.run(PRUNED_RUN)
     assert cell.error is None, cell.error_text
-    kernel.run("run.wait(); time.sleep(1)")
+    kernel.run("run.wait()")
     pruned = kernel.value("sorted(t.number for t in run.trials(states=None) if t.state.name == 'PRUNED')")
     assert 0 < len(pruned) < 20  # the threshold prunes the trials whose x is above 0.5, and only those
-    states = _decoded_widgets(kernel, cell.msg_id)
+
+    def shows_every_trial(found: dict[str, dict]) -> bool:
+        table = next((value for value in _html(found) if "<table class='hpt-trials" in value), "")
+        curves = _figure_marks(found, "intermediate values")
+        return (_ended(found) and len(re.findall(r"<td class=n>\d+</td>", table)) == 20
+                and sum(_line_count(m) for m in curves) == 20)
+
+    states = _widgets_once(kernel, cell.msg_id, shows_every_trial,
+                           "the ended run's 20 trials in the header, table and intermediate curves", decoded=True)
     html_values = [s["value"] for s in states.values() if s.get("_model_name") == "HTMLModel"]
     header = next(value for value in html_values if "hpt-header" in value)
     assert "pruner threshold(upper=0.5)" in header
@@ -282,9 +353,9 @@ def test_header_says_the_run_ended_for_want_of_improvement(kernel):
         "run.start()\n"
     )
     assert cell.error is None, cell.error_text
-    kernel.run("run.wait(); time.sleep(1)")
+    kernel.run("run.wait()")
     assert kernel.value("(run.state, run.n_finished)") == ("finished", 4)
-    header = next(value for value in kernel.html_widgets(cell.msg_id, 1.0) if "hpt-header" in value)
+    header = _header(_widgets_once(kernel, cell.msg_id, _ended, "the header of the ended run"))
     assert "no improvement in 3 complete trials (--patience 3)" in header and "4/50 trials" in header
 
 
@@ -309,17 +380,24 @@ run.start()
 
 
 def test_a_pbt_run_draws_its_lineage_and_the_best_members_schedule(kernel):
-    import re
-
     kernel.run(SETUP)
     cell = kernel.run(PBT_RUN)
     assert cell.error is None, cell.error_text
-    kernel.run("run.wait(); time.sleep(1)")
+    kernel.run("run.wait()")
     lineage = kernel.value("[(s.number, s.member, s.start, s.end, s.exploited, s.parent, s.from_trial)"
                            " for s in run.lineage()]")
     schedule = kernel.value("run.best_schedule")
     assert len(lineage) == 40 and any(s[4] for s in lineage)
-    states = _decoded_widgets(kernel, cell.msg_id)
+
+    def draws_the_end(found: dict[str, dict]) -> bool:
+        segments = next(m for m in _figure_marks(found, "lineage") if m.get("line_style") != "dashed")
+        steps = _figure_marks(found, "the best member")[0]
+        return (_ended(found) and len(np.asarray(segments["x"])) == 40
+                and len(np.asarray(steps["x"])) == len(schedule) + 1
+                and any(f"{len(schedule)} segments back" in value for value in _html(found)))
+
+    states = _widgets_once(kernel, cell.msg_id, draws_the_end,
+                           "the lineage of all 40 segments and the best member's schedule", decoded=True)
     picker = next(s for s in states.values() if s.get("_model_name") == "ToggleButtonsModel"
                   and "History" in s["_options_labels"])
     assert "Lineage" in picker["_options_labels"] and "Schedule" in picker["_options_labels"]

@@ -9,6 +9,7 @@ import time
 import optuna
 import pytest
 
+from conftest import wait_until
 from hpt_jupyter import TuneError, compile_cell, start, tune
 from hpt_jupyter.core.space import ChoiceParam, FloatParam, IntParam
 from hpt_jupyter.core.steering import percent, share_of_space
@@ -29,6 +30,11 @@ def _cell(delay: float = 0.0):
     return compile_cell(CELL, {"pause": time.sleep, "delay": delay})
 
 
+def _finished_trials(run, n: int) -> None:
+    """Wait until ``run`` has finished ``n`` trials: steering then lands while its loop runs."""
+    wait_until(lambda: run.n_finished >= n, f"{n} finished trials of {run.name!r}")
+
+
 def _inside(run, first: int, **ranges) -> bool:
     later = [t for t in run.trials() if t.number >= first]
     assert later, "no trial ran after the narrowing"
@@ -46,7 +52,7 @@ def _inside(run, first: int, **ranges) -> bool:
 
 def test_every_trial_asked_after_a_narrowing_lies_inside_it():
     run = start(_cell(0.01), n_trials=60, sampler="tpe", seed=0, storage="memory", report=False, name="inside")
-    time.sleep(0.3)  # narrowed while the loop runs: it applies before the next trial
+    _finished_trials(run, 10)  # narrowed while the loop runs: it applies before the next trial
     record = run.narrow(x=(0, 2), lr=(1e-4, 1e-2), depth=(4, 9), kind=["a", "c"])
     run.wait()
     assert record.first_trial is not None and record.first_trial < 60
@@ -79,7 +85,13 @@ def test_widening_and_reset_seed_every_trial_inside_the_new_space():
     run.wait()
     assert [n.source for n in run.narrowings] == ["api", "api", "reset"]
     assert narrow.seeded < wide.seeded < reset.seeded
-    assert any(t.params["x"] > 3 for t in run.trials() if t.number >= 40) or run.n_finished == 45
+    assert run.n_finished == 45 and reset.first_trial == 40
+    # after the reset, trials are asked from the whole declared space again: the widened
+    # narrowing's bound (x <= 3) no longer holds, for the sampler or for the values it gives
+    after_reset = [t for t in run.trials() if t.number >= reset.first_trial]
+    assert len(after_reset) == 5
+    assert all((t.distributions["x"].low, t.distributions["x"].high) == (-5, 5) for t in after_reset)
+    assert any(t.params["x"] > 3 for t in after_reset)
 
 
 @pytest.mark.parametrize("request_, message", [
@@ -98,7 +110,7 @@ def test_bad_narrowing_is_refused_with_one_message_and_changes_nothing(request_,
     with pytest.raises(TuneError, match=None) as raised:
         run.narrow(**request_)
     assert message in str(raised.value) and "\n" not in str(raised.value)
-    assert run.overrides == {} and run.narrowings == [] and len(run.segments) == 1
+    assert run.overrides == {} and run.narrowings == [] and len(run.stages) == 1
     run.extend(5)
     run.wait()
     assert run.n_finished == 15 and run.state == "finished"
@@ -106,7 +118,7 @@ def test_bad_narrowing_is_refused_with_one_message_and_changes_nothing(request_,
 
 def test_enqueued_configurations_run_next_in_order():
     run = start(_cell(0.02), n_trials=40, sampler="tpe", seed=0, storage="memory", report=False, name="queue")
-    time.sleep(0.2)
+    _finished_trials(run, 3)  # enqueued while the loop runs
     run.enqueue({"x": 1.0, "kind": "c"})
     run.enqueue({"x": -2.5, "lr": 1e-3, "depth": 10, "kind": "a"})
     enqueued_at = max(t.number for t in run.trials(states=None))
