@@ -211,3 +211,17 @@ def test_the_magic_says_the_same_line_and_starts_nothing(kernel):
         assert "\n" not in reply.error["evalue"] and "Traceback" not in reply.error_text
     assert kernel.value("(calls, len(tune.runs))") == ([], 0)
 
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("pbt(resample_probability=True)", "resample_probability must be in [0, 1], got True"),
+    ("pbt(factors=(True, 1e999))", "factors must be a list of positive numbers"),
+    ("pbt(quantile=1e999)", "quantile must be in (0, 0.5]"),
+    ("pbt(population=2, population=3)", "population given twice"),
+])
+def test_pbt_settings_values_are_checked_before_any_trial(spec, expected):
+    from hpt_jupyter.core.pbt import make_scheduler
+
+    with pytest.raises(TuneError) as raised:
+        make_scheduler(spec)
+    assert expected in str(raised.value) and "\n" not in str(raised.value)

@@ -93,6 +93,10 @@ def _parse(spec: str) -> tuple[str, dict[str, Any]]:
         return node.id, {}
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args \
             and all(k.arg for k in node.keywords):
+        names = [k.arg for k in node.keywords]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise TuneError(f"--scheduler {spec!r}: {', '.join(repeated)} given twice; give each setting once.")
         try:
             return node.func.id, {k.arg: ast.literal_eval(k.value) for k in node.keywords}
         except ValueError:
@@ -105,6 +109,11 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _number(value: Any) -> bool:
+    """A finite int or float (True and False are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check(values: dict[str, Any]) -> None:
     if not _whole(values["population"]) or values["population"] < 2:
         raise TuneError(f"--population must be a whole number >= 2 (members that learn from each other), "
@@ -112,14 +121,14 @@ def _check(values: dict[str, Any]) -> None:
     if not _whole(values["interval"]) or values["interval"] < 1:
         raise TuneError(f"--interval must be a whole number of tune.report steps >= 1, got {values['interval']!r}.")
     quantile = values["quantile"]
-    if not isinstance(quantile, (int, float)) or not 0 < quantile <= 0.5:
+    if not _number(quantile) or not 0 < quantile <= 0.5:
         raise TuneError(f"pbt quantile must be in (0, 0.5] (the share of members that clone), got {quantile!r}.")
     probability = values["resample_probability"]
-    if not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
+    if not _number(probability) or not 0 <= probability <= 1:
         raise TuneError(f"pbt resample_probability must be in [0, 1], got {probability!r}.")
     factors = values["factors"]
     if not isinstance(factors, (tuple, list)) or not factors \
-            or not all(isinstance(f, (int, float)) and f > 0 for f in factors):
+            or not all(_number(f) and f > 0 for f in factors):
         raise TuneError(f"pbt factors must be a list of positive numbers such as (0.8, 1.2), got {factors!r}.")
 
 
