@@ -11,9 +11,11 @@ from optuna.samplers import BaseSampler
 
 from .core.cell import CompiledCell
 from .core.executors import make_executor
+from .core.heartbeat import DEFAULT_GRACE
 from .core.pbt import (FileCheckpoints, MemoryCheckpoints, PBTSettings, PopulationScheduler, checkpoint_directory,
                        make_scheduler)
 from .core.pruners import make_pruner
+from .core.resilient import DEFAULT_LIMIT
 from .core.run import NARROWINGS_KEY, Run
 from .core.samplers import make_sampler
 from .core.space import tune
@@ -147,6 +149,8 @@ def start(
     population: int | None = None,
     interval: int | None = None,
     stop: str | None = None,
+    storage_wait: float = DEFAULT_LIMIT,
+    grace_period: float = DEFAULT_GRACE,
 ) -> Run:
     """Start tuning ``objective`` in a background thread and return its :class:`Run`.
 
@@ -173,6 +177,12 @@ def start(
     ``sampler="auto"`` chooses Optuna's sampler by the space, the budget and the objectives as
     the study goes (``hpt_jupyter/core/auto.py``); ``run.sampler_text()`` says what and why.
 
+    A shared store that stops answering (a database restarting, a journal file's lock held by
+    another process) is waited out: the run retries, says so, and goes on; after
+    ``storage_wait`` seconds (default 600) it pauses, keeping its results, until ``run.resume()``.
+    Trials of a kernel that sent no heartbeat for ``grace_period`` seconds (default 60) are
+    failed by any kernel running the same study.
+
     ``scheduler="pbt"`` trains a population of ``population`` members (default 4) by
     population-based training: each trial is a segment of ``interval`` ``tune.report`` steps
     (default 5) of one member, continuing from ``tune.restore()``; settings as
@@ -181,6 +191,9 @@ def start(
     directions = [direction] if isinstance(direction, str) else list(direction)
     check_options(n_trials, timeout, directions, max_failures, target, seed, mode, patience)
     check_stop(stop, len(directions))
+    for option, value in (("--storage-wait", storage_wait), ("--grace-period", grace_period)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
+            raise TuneError(f"{option} must be a positive number of seconds, got {value!r}.")
     pruner_object, pruner_name = make_pruner(pruner)
     pbt = make_scheduler(scheduler, population, interval)
     if pbt is not None:
@@ -239,7 +252,8 @@ def start(
               trial_timeout=trial_timeout, seed=seed, max_failures=max_failures, cell=cell,
               owner=this_owner() if persistent else None, opened=opened, sampler_name=sampler_name,
               sampler_factory=sampler_factory, patience=patience, pruner_name=pruner_name,
-              scheduler=population_scheduler, auto_stop=AutoStop(seed) if stop else None)
+              scheduler=population_scheduler, auto_stop=AutoStop(seed) if stop else None,
+              storage_wait=float(storage_wait), grace_period=float(grace_period))
     tune._register(run)
     if report:
         TextReporter(run, stream=stream)

@@ -23,7 +23,9 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from .api import DEFAULT_TRIALS, start
 from .core.cell import compile_cell
 from .core.executors import BACKENDS
+from .core.heartbeat import DEFAULT_GRACE
 from .core.pruners import PRUNERS
+from .core.resilient import DEFAULT_LIMIT
 from .core.run import Run
 from .core.samplers import SAMPLERS
 from .core.space import tune
@@ -59,7 +61,9 @@ _CONTROL_ATTRIBUTES = frozenset({
     # the engine's door: what the trial loop calls and reads (its flags, its hooks), no result
     "condition", "stop_requested", "pause_requested", "loop_started", "end_reason", "final_state",
     "before_ask", "number_asked", "trial_started", "warning_sink", "note_auto_stop", "note_assignments",
-    "record", "loop_ended",
+    "record", "loop_ended", "keep_unwritten", "paused_for_store", "trial_failed_elsewhere", "watched_studies",
+    # the store: how long the run waits for it, what is wrong with it now
+    "storage_wait", "grace_period", "storage_problem", "waiting_for_store",
 })
 # What needs the study's result: a plain cell that uses one of these waits for the study to end,
 # so Run All gives what running the cells by hand after the study gives.
@@ -98,6 +102,12 @@ def _parser() -> _Parser:
     p.add_argument("--interval", type=int, metavar="K",
                    help="with --scheduler pbt: tune.report steps per segment, between exploits (default 5)")
     p.add_argument("--patience", type=int, metavar="N", help="stop after N complete trials without improvement")
+    p.add_argument("--storage-wait", type=float, default=DEFAULT_LIMIT, metavar="SECONDS",
+                   help="how long to wait out a store that stopped answering before pausing "
+                        f"(default {DEFAULT_LIMIT:g})")
+    p.add_argument("--grace-period", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+                   help="a shared study's trials whose kernel sent no heartbeat for this long are failed "
+                        f"(default {DEFAULT_GRACE:g})")
     p.add_argument("--stop", metavar="auto",
                    help="auto: end the study when Optuna's Terminator judges more trials unlikely to pay "
                         "(tune.cv_scores(scores) gives it the folds' spread)")
@@ -420,7 +430,8 @@ class TuneMagics(Magics):
             mode=args.mode or "auto", target=args.target, max_failures=args.max_failures or None,
             report=not args.quiet and not dashboard, launch=False, jobs=args.jobs, backend=args.backend,
             cluster=args.cluster, trial_timeout=args.trial_timeout, pruner=args.pruner,
-            patience=args.patience, scheduler=args.scheduler, population=args.population,
+            patience=args.patience, storage_wait=args.storage_wait, grace_period=args.grace_period,
+            scheduler=args.scheduler, population=args.population,
             interval=args.interval, stop=args.stop,
         )
         self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
@@ -483,8 +494,8 @@ class TuneMagics(Magics):
             running = run.running_trials()
             if running:
                 print("  running: " + ", ".join(f"#{t.number} ({t.seconds:.0f}s)" for t in running))
-            if run.n_complete:
-                print(best_trials_table(run))
+            if run.n_complete and not run.storage_problem and not run.waiting_for_store:
+                print(best_trials_table(run))  # read from the store: not while it is away
             for number, message in run.failures[-3:]:
                 print(f"  trial {number} failed: {message}")
         elif command == "stop":

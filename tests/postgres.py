@@ -62,6 +62,17 @@ class PostgresServer:
                              autocommit=True) as connection:
             connection.execute(sql)
 
+    def pg_ctl(self, *arguments: str) -> None:
+        subprocess.run(_as_server_user([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, *arguments],
+                                       self.owner), capture_output=True, cwd=self.folder, check=True, timeout=120)
+
+    def stop(self) -> None:
+        """Stop the server as an upgrade or a failover does: open connections are cut."""
+        self.pg_ctl("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        self.pg_ctl("-l", os.path.join(self.folder, "server.log"), "-w", "-t", "60", "start")
+
     def new_database(self, name: str) -> str:
         """A fresh, empty database owned by the test user; its URL."""
         self.admin(f'DROP DATABASE IF EXISTS "{name}"')

@@ -24,6 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import TuneError
 from .executors.base import Executor, TrialRequest
+from .heartbeat import Heartbeat
+from .resilient import StoreUnavailable, created_here, put_back
 from .samplers import reseed_for_trial
 from .scheduling import Plan
 from .space import TrialContext
@@ -53,6 +55,7 @@ class Engine:
         # --seed with several slots: each trial draws from its own seed (see _run_one_trial)
         self.trial_seed = run.seed if executor.jobs > 1 else None
         self.started = 0.0
+        self.heartbeat: Heartbeat | None = None
 
     # --- the run's thread --------------------------------------------------------------
 
@@ -68,10 +71,13 @@ class Engine:
     def _drive(self) -> None:
         run = self.run
         self.started = time.monotonic()
-        run.loop_started()
         final_state, reason = FINISHED, ""
         activate()  # warnings from trials: each kind shown once, all counted (trial_warnings.py)
         try:
+            run.loop_started()
+            self.heartbeat = Heartbeat(run.base_study._storage, run.watched_studies, self._own_trial_ids,
+                                       run.trial_failed_elsewhere, run.grace_period)
+            self.heartbeat.start()
             self.executor.open()
             slots = []
             for k in range(self.executor.jobs):
@@ -83,6 +89,8 @@ class Engine:
             for slot in slots:
                 slot.join()
             final_state, reason = self._fatal or run.final_state(self._ending or "")
+        except StoreUnavailable as error:  # results kept before the loop began could not be written
+            final_state, reason = run.paused_for_store(error)
         except TuneError as error:  # the executor could not start
             final_state, reason = FAILED, str(error)
         except Exception as error:  # noqa: BLE001 - workers or storage broke: say so, end
@@ -90,6 +98,8 @@ class Engine:
             logger.exception("hpt_jupyter: run %r failed", run.name)
         finally:
             deactivate()
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             try:
                 self.executor.close()
             except Exception:  # noqa: BLE001 - a worker that will not close must not hide the result
@@ -112,10 +122,13 @@ class Engine:
         except Exception as error:  # noqa: BLE001 - the sampler, storage or a worker broke
             if not isinstance(error, TuneError):
                 logger.exception("hpt_jupyter: a slot of run %r failed", run.name)
-            reason = str(error) if isinstance(error, TuneError) else f"{type(error).__name__}: {error}"
+            if isinstance(error, StoreUnavailable):  # waited long enough: pause, keep the results
+                fatal = run.paused_for_store(error)
+            else:
+                fatal = (FAILED, str(error) if isinstance(error, TuneError) else f"{type(error).__name__}: {error}")
             with run.condition:
                 if self._fatal is None:
-                    self._fatal = (FAILED, reason)
+                    self._fatal = fatal
                 run.condition.notify_all()
         finally:
             if runner is not None:
@@ -158,6 +171,7 @@ class Engine:
         try:
             with self.study_lock:
                 study, stage = run.before_ask()
+                created_here(study._storage, forget=True)
                 # Like study.optimize: lets samplers (GridSampler) and objectives call study.stop().
                 study._thread_local.in_optimize_loop = True
                 start = time.perf_counter()
@@ -175,10 +189,13 @@ class Engine:
                 # trial is sent: neither --trial-timeout nor the trial's time counts the sampler's.
                 trial.relative_params  # noqa: B018 - evaluated here, under the lock
                 ask_seconds = time.perf_counter() - start
-        except BaseException:
+        except BaseException as error:
             with run.condition:
                 self.reserved -= 1
             run.scheduler.ended(plan, None)
+            storage = run.study._storage
+            if isinstance(error, StoreUnavailable) and (created := created_here(storage)) is not None:
+                run.keep_unwritten(functools.partial(put_back, storage, created))  # asked again on resume
             raise
         context = TrialContext(trial, run, self.study_lock, reseed, plan, run.scheduler)
         with run.condition:  # one step, so that no other slot sees this trial missing
@@ -186,6 +203,10 @@ class Engine:
             self.running[number] = time.monotonic()
             self.contexts[number] = context
         run.trial_started(number)
+        if self.heartbeat is not None and self.heartbeat.native:
+            # A database's stale check skips a trial with no heartbeat: give it one now (outside
+            # the study lock; a journal trial counts from its start instead).
+            self.heartbeat.beat_new(trial._trial_id)
         objective_start = time.perf_counter()
         marked = enter(run.warning_sink(number))  # this thread's warnings are the trial's
         try:
@@ -194,6 +215,9 @@ class Engine:
             leave(marked)
             objective_seconds = time.perf_counter() - objective_start - context.sampler_seconds
         try:
+            if context.store_lost is not None:  # it could not get its values or report: run it again later
+                run.keep_unwritten(functools.partial(put_back, study._storage, trial._trial_id))
+                raise context.store_lost
             self._tell(study, trial, number, outcome, ask_seconds, objective_seconds, context)
         except BaseException:
             run.scheduler.ended(plan, None)
@@ -225,24 +249,44 @@ class Engine:
         is that plus a deep copy of the trial that costs more than the rest of our loop,
         benchmarks/overhead.py); the run keeps its books from the told trial."""
         run = self.run
+        if outcome.pruned:
+            state, values = TrialState.PRUNED, None
+        elif outcome.failure is not None:
+            state, values = TrialState.FAIL, None
+        else:
+            state, values = TrialState.COMPLETE, outcome.values
+
+        def write() -> tuple[TrialState, list[float] | None]:
+            if state == TrialState.FAIL:
+                trial.set_user_attr(TRACEBACK_KEY, outcome.failure)
+            elif state == TrialState.COMPLETE:
+                run.note_assignments(trial, number, outcome.assigned)
+            told_state, told_values, _ = _tell_with_warning(
+                study, trial, values, None if state == TrialState.COMPLETE else state, suppress_warning=True)
+            return told_state, told_values
+
+        unavailable = None
         with self.study_lock:
             start = time.perf_counter()
-            if outcome.pruned:
-                state, values = TrialState.PRUNED, None
-            elif outcome.failure is not None:
-                state, values = TrialState.FAIL, None
-                trial.set_user_attr(TRACEBACK_KEY, outcome.failure)
-            else:
-                state, values = TrialState.COMPLETE, outcome.values
-                run.note_assignments(trial, number, outcome.assigned)
-            final_state, final_values, _ = _tell_with_warning(
-                study, trial, values, None if state == TrialState.COMPLETE else state, suppress_warning=True)
+            try:
+                final_state, final_values = write()
+            except StoreUnavailable as error:  # kept in the kernel, written when the run resumes
+                run.keep_unwritten(write)
+                final_state, unavailable = state, error
+                final_values = None if values is None else list(values) if isinstance(values, (list, tuple)) \
+                    else [values]
             study._thread_local.in_optimize_loop = False
             frozen = finished_copy(trial, final_state, final_values, number)
             run.scheduler.ended(context.plan, frozen)  # PBT: the member's checkpoint and score, the lineage
             sampler_seconds = ask_seconds + context.sampler_seconds + time.perf_counter() - start
             # Under the study lock: views get trial events one at a time, in order.
             run.record(frozen, outcome.failure, sampler_seconds, objective_seconds)
+        if unavailable is not None:
+            raise unavailable
+
+    def _own_trial_ids(self) -> list[int]:
+        with self.run.condition:
+            return [context.trial._trial_id for context in self.contexts.values()]
 
 
 def finished_copy(trial: optuna.Trial, state: TrialState, values: list[float] | None,

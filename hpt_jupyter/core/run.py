@@ -24,7 +24,9 @@ from ..errors import TuneError
 from .auto import SAMPLER_ATTR, AutoSampler
 from .engine import FAILED, FINAL_STATES, FINISHED, PAUSED, READY, RUNNING, STOPPED, STOPPING, Engine
 from .executors.base import Executor
+from .heartbeat import DEFAULT_GRACE
 from .pbt import LineageSegment
+from .resilient import DEFAULT_LIMIT, ResilientStorage
 from .scheduling import TrialScheduler
 from .space import ChoiceParam, Param
 from .stopping import AutoStop
@@ -88,6 +90,8 @@ class Run(Steering):
         pruner_name: str = "none",
         scheduler: TrialScheduler | None = None,
         auto_stop: AutoStop | None = None,
+        storage_wait: float = DEFAULT_LIMIT,
+        grace_period: float = DEFAULT_GRACE,
     ) -> None:
         self.name = name
         self.study = study  # the study trials are asked from: the named one, or its latest narrowing
@@ -133,6 +137,12 @@ class Run(Steering):
         self.objective_seconds = 0.0
         self.n_run = 0  # trials this run has finished
         self._warning_log = WarningLog()  # warnings the trials raised (see run.warnings)
+        self.storage_wait = storage_wait  # seconds of store outage before the run pauses
+        self.grace_period = grace_period  # seconds without a heartbeat before another kernel's trial fails
+        self.storage_problem: str | None = None  # "storage unreachable since 14:03:07, retrying (...)"
+        self._unwritten: list[Callable[[], Any]] = []  # results the store could not take: written on resume
+        self._waiting_for_store = False  # ended because the store stayed away: resume() starts it again
+        self._store_unsubscribe: Callable[[], None] | None = None
 
         self._init_steering(study, sampler_factory)
 
@@ -177,6 +187,11 @@ class Run(Steering):
         if self.started_at is None:
             return 0.0
         return (self.ended_at or time.monotonic()) - self.started_at
+
+    @property
+    def waiting_for_store(self) -> bool:
+        """The run paused because its store stayed away (``resume()`` goes on)."""
+        return self._waiting_for_store and not self.is_alive
 
     @property
     def is_alive(self) -> bool:
@@ -370,6 +385,8 @@ class Run(Steering):
         line = f"{self.name}: {self.state}"
         if self.reason and self.state in FINAL_STATES:
             line += f" ({self.reason})"
+        elif self.storage_problem:
+            line += f" ({self.storage_problem})"
         what = f"{self.sampler_text()}{self.scheduler_text()} · {'/'.join(self.directions)}"
         return f"{line} · {what} · {self.progress()}"
 
@@ -444,12 +461,17 @@ class Run(Steering):
         self._emit("paused")
 
     def resume(self) -> None:
+        """Go on after :meth:`pause`; a run that paused because its store stayed away starts
+        again, writing first the results it kept."""
         with self._condition:
             self._pause_requested = False
             if self.state == PAUSED:
                 self.state = RUNNING
             self._condition.notify_all()
+            restart = self._waiting_for_store and not self.is_alive
         self._emit("resumed")
+        if restart:
+            self.start()
 
     def extend(self, n: int) -> None:
         """Add ``n`` trials to the budget; a finished run starts again."""
@@ -504,9 +526,55 @@ class Run(Steering):
         return self._pause_requested
 
     def loop_started(self) -> None:
+        """The engine's loop begins: hear about the store's outages, write what an earlier
+        outage kept, take the lease."""
+        storage = self.base_study._storage
+        self._waiting_for_store = False
+        if isinstance(storage, ResilientStorage):
+            storage.limit = self.storage_wait
+            self._store_unsubscribe = storage.subscribe(self._store_changed)
+        while self._unwritten:  # a StoreUnavailable here ends the loop before any trial
+            self._unwritten[0]()
+            self._unwritten.pop(0)
         if self._owner is not None:  # lets a later kernel tell our RUNNING trials from a live one's
             set_lease(self.base_study, self._owner, "active")
         self._emit("started", message=self.opened)
+
+    def _store_changed(self, problem: str | None) -> None:
+        self.storage_problem = problem
+        self._emit("storage", message=problem)
+
+    def keep_unwritten(self, write: Callable[[], Any]) -> None:
+        """A trial's result the store could not take before the run gave up waiting: ``write()``
+        writes it when the run resumes."""
+        with self._condition:
+            self._unwritten.append(write)
+            self._waiting_for_store = True
+
+    def paused_for_store(self, error: Exception) -> tuple[str, str]:
+        """The final state and reason of a loop that gave up waiting for its store."""
+        with self._condition:
+            self._waiting_for_store = True
+        kept = len(self._unwritten)
+        kept = f"; {kept} result{' is' if kept == 1 else 's are'} kept in this kernel" if kept else ""
+        return STOPPED, (f"paused: {error}{kept}. When the store is back, %tune resume {self.name} "
+                         f"(or tune.runs[{self.name!r}].resume()) goes on")
+
+    def trial_failed_elsewhere(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Another kernel's trial, failed here because that kernel stopped beating: count it and
+        show it failed."""
+        stage = next((s for s in self.stages if s.study._study_id == study._study_id), self.stages[0])
+        trial = self._renumbered(trial, stage)
+        message = short_failure(trial.user_attrs.get(TRACEBACK_KEY, ""))
+        with self._condition:
+            self.counts[TrialState.FAIL] += 1
+            self.failures.append((trial.number, message))
+        self._emit("trial_finished", trial=trial, number=trial.number, message=message)
+
+    def watched_studies(self) -> list[optuna.Study]:
+        """The studies whose RUNNING trials the heartbeat check looks at: the named one and the
+        one trials are asked from now."""
+        return [self.base_study] if self.study is self.base_study else [self.base_study, self.study]
 
     def end_reason(self, in_flight: int, started: float) -> str | None:
         """Why no further trial should start (the engine holds :attr:`condition`), or None.
@@ -605,11 +673,15 @@ class Run(Steering):
                     self._apply_space(*pending)
         except Exception:  # noqa: BLE001 - the store may be what failed
             logger.exception("hpt_jupyter: could not apply the narrowing of run %r", self.name)
-        if self._owner is not None:
+        if self._owner is not None and not self._waiting_for_store:
             try:
                 set_lease(self.base_study, self._owner, "ended")
             except Exception:  # noqa: BLE001 - the store may be what failed
                 logger.exception("hpt_jupyter: could not end the lease of run %r", self.name)
+        if self._store_unsubscribe is not None:
+            self._store_unsubscribe()
+            self._store_unsubscribe = None
+        self.storage_problem = None
         with self._condition:
             self.state, self.reason = final_state, reason
             self.ended_at = time.monotonic()

@@ -19,6 +19,7 @@ import optuna
 
 from ..errors import TuneError
 from .naming import name_from_caller
+from .resilient import StoreUnavailable
 from .scheduling import SEGMENT_END, Plan, TrialScheduler
 
 CV_SCORES_KEY = "terminator:cv_scores"  # where Optuna's CrossValidationErrorEvaluator reads them
@@ -190,7 +191,7 @@ class TrialContext:
     a worker process, on the worker's behalf (a remote trial asks its knobs here)."""
 
     __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds", "lock", "reseed", "plan",
-                 "scheduler")
+                 "scheduler", "store_lost")
 
     def __init__(self, trial: optuna.Trial, run: KnobRecorder | None, lock: Any = None,
                  reseed: Callable[[str], Any] | None = None, plan: Plan | None = None,
@@ -205,6 +206,10 @@ class TrialContext:
         self.reseed = reseed  # with several trials in flight: each knob's draw from the trial's own seed
         self.scheduler = scheduler or _DEFAULT_SCHEDULER  # decides what report and restore answer
         self.plan = plan if plan is not None else Plan()  # what the scheduler gave this trial
+        self.store_lost: StoreUnavailable | None = None  # the store stayed away during this trial
+
+    def _lost_store(self) -> _NotingStoreLoss:
+        return _NotingStoreLoss(self)
 
     def _declare(self, param: Param) -> None:
         if param.name in self.declared:
@@ -226,7 +231,7 @@ class TrialContext:
         start = time.perf_counter()
         trial = self.trial
         override = self.run.overrides.get(param.name) if self.run is not None and self.run.overrides else None
-        with self.lock:
+        with self.lock, self._lost_store():
             if self.reseed is not None:
                 self.reseed(param.name)
             if isinstance(param, ChoiceParam):
@@ -249,17 +254,17 @@ class TrialContext:
     def report(self, value: float, step: int) -> bool | str:
         """Record an intermediate value; True when the pruner says this trial should stop,
         :data:`SEGMENT_END` when a population-based training segment has had its reports."""
-        with self.lock:
+        with self.lock, self._lost_store():
             self.trial.report(value, step)
             return self.scheduler.reported(self.plan, self.trial, value)
 
     def should_prune(self) -> bool:
-        with self.lock:
+        with self.lock, self._lost_store():
             return self.scheduler.should_stop(self.plan, self.trial)
 
     def cv_scores(self, scores: list[float]) -> None:
         """Keep the trial's cross-validation fold scores, where Optuna's Terminator reads them."""
-        with self.lock:
+        with self.lock, self._lost_store():
             self.trial.storage.set_trial_system_attr(self.trial._trial_id, CV_SCORES_KEY, scores)
 
     @property
@@ -273,6 +278,23 @@ class TrialContext:
     def restore(self) -> bytes | None:
         """The pickled state this trial continues from (None: a new PBT member, or no PBT)."""
         return self.scheduler.restore(self.plan)
+
+
+class _NotingStoreLoss:
+    """Notes on the context that a call of the trial found the store gone for good (the engine
+    then puts the trial back for the run's resumption instead of failing it)."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: TrialContext) -> None:
+        self.context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if isinstance(error, StoreUnavailable):
+            self.context.store_lost = error
 
 
 class _NoLock:

@@ -18,10 +18,12 @@ import warnings
 
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from ..errors import TuneError
+from .resilient import ResilientStorage
 
 DEFAULT_STORE = "hpt_studies.journal"
 TRACEBACK_KEY = "traceback"  # a failed trial's user attribute: why it failed
@@ -129,10 +131,12 @@ def _open(kind: str, key: str, spec: str | None) -> BaseStorage:
             raise TuneError(f"--storage: the folder {folder!r} does not exist; create it or pick another path.")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return JournalStorage(JournalFileBackend(key))
+            return ResilientStorage(JournalStorage(JournalFileBackend(key)), key)
     shown = shown_url(key)
     try:
-        return _open_rdb(_with_installed_driver(key))
+        # Optuna caches an RDB's trials in a _CachedStorage per study; one for every study of
+        # this store, inside the wrapper that waits out outages.
+        return ResilientStorage(_CachedStorage(_open_rdb(_with_installed_driver(key))), shown)
     except ImportError as error:
         hint = "pip install 'hpt-jupyter[postgres]'" if key.startswith("postgres") else "pip"
         raise TuneError(f"--storage {shown}: the database driver is missing "

@@ -949,9 +949,13 @@ class Dashboard:
         first = [f"<b>{html.escape(run.name)}</b>", f"<span style='color:{colour}'>&#9679; {state}</span>",
                  f"{run.n_finished}{budget} trials" + (f" ({', '.join(counts)})" if counts else ""),
                  best_text, timing]
+        problem = run.storage_problem
+        if problem and not ended:  # the run waits for its store: say so where the eye is
+            first.insert(2, f"<span class='hpt-storage-problem' style='color:#9a6700'>&#9888; "
+                            f"{html.escape(problem)}</span>")
         if not ended:
             self._samplers_used = {}
-        if ended and isinstance(run.study.sampler, AutoSampler):
+        if ended and isinstance(run.study.sampler, AutoSampler) and not run.waiting_for_store:
             used = self._samplers_used or run.samplers_used()  # reads every trial: once, at the end
             self._samplers_used = used
             sampler = "auto chose " + ", ".join(f"{name} for {n}" for name, n in used.items())

@@ -160,6 +160,7 @@ class LabBridge:
             "eta": round(eta, 1) if eta is not None else None, "history": history,
             "narrowings": len(run.narrowings), "cell_id": None, "notebook": None,
             "reason": run.reason if run.state in FINAL_STATES else "",
+            "storage": run.storage_problem or "",  # "storage unreachable since 14:03:07, retrying"
         }
         info.update(self._cells.get(run.name, {}))
         return info

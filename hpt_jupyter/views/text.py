@@ -145,6 +145,10 @@ class TextReporter:
             self._write(f"\r  {run.progress()}   ")
             self._line_open = True
 
+    def _on_storage(self, event: Event) -> None:
+        text = event.message or "storage answering again; going on"
+        self._write(f"{self._close_line()}  '{self.run.name}': {text}\n")
+
     def _on_paused(self, event: Event) -> None:
         self._write(f"{self._close_line()}  paused '{self.run.name}' after the running trial\n")
 
@@ -166,6 +170,10 @@ class TextReporter:
         prefix = self._close_line()
         if run.n_run:
             prefix += f"\r  {run.progress()}\n"
+        if run.waiting_for_store:
+            # The tables read the store, which is what is missing: the line says what to do.
+            self._write(f"{prefix}'{run.name}' {run.state}: {event.message}.\n")
+            return
         schedule = best_schedule_table(run)
         used = run.samplers_used() if run.sampler_name == "auto" else {}
         chose = ("auto sampled " + ", ".join(f"{n} trial{'' if n == 1 else 's'} with {kind}" for kind, n in used.items())

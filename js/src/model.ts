@@ -62,7 +62,9 @@ export function rowView(study: IStudy): IRowView {
     pause: ended ? 'hidden' : acting ? 'enabled' : 'disabled',
     pauseText: study.state === 'paused' ? 'Resume' : 'Pause',
     more: study.state !== 'stopping', // an ended run starts again with n more trials
-    note: ended && reason && reason !== study.state ? `Ended: ${reason}` : ''
+    note: ended
+      ? (reason && reason !== study.state ? `Ended: ${reason}` : '')
+      : (study.storage || '').trim() // a going run that waits for its store says so
   };
 }
 

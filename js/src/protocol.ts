@@ -28,6 +28,7 @@ export interface IStudy {
   notebook: string | null;
   resume_hint?: string;
   reason?: string; // why a run of the kernel ended ("timeout (60s)", "budget reached (30 trials)", ...)
+  storage?: string; // what is wrong with a going run's store ("storage unreachable since 14:03:07, retrying")
 }
 
 export interface IStudiesMessage {
@@ -70,7 +71,8 @@ export function studyProblem(s: unknown): string | null {
     ['cell_id', isStringOrNull(o.cell_id)],
     ['notebook', isStringOrNull(o.notebook)],
     ['resume_hint', o.resume_hint === undefined || typeof o.resume_hint === 'string'],
-    ['reason', o.reason === undefined || typeof o.reason === 'string']
+    ['reason', o.reason === undefined || typeof o.reason === 'string'],
+    ['storage', o.storage === undefined || typeof o.storage === 'string']
   ];
   const bad = checks.find(([, ok]) => !ok);
   return bad ? `study '${o.name}': bad ${bad[0]}` : null;

@@ -108,6 +108,14 @@ describe('rowView', () => {
     });
   });
 
+  it('says when a going run waits for its store, and not once it has ended', () => {
+    const waiting = 'storage unreachable since 14:03:07, retrying (OperationalError: connection refused)';
+    expect(rowView(study('s', { live: true, state: 'running', storage: waiting })).note).toBe(waiting);
+    expect(rowView(study('s', { live: true, state: 'running' })).note).toBe('');
+    expect(rowView(study('s', { live: true, state: 'finished', storage: waiting, reason: 'budget reached (9 trials)' })).note)
+      .toBe('Ended: budget reached (9 trials)');
+  });
+
   it('shows a stored study with how to resume it, and no controls', () => {
     const view = rowView(study('old', { live: false, state: 'stored', resume_hint: 'Re-run its %%tune cell' }));
     expect(view).toMatchObject({ look: 'stored', stateText: 'stored', controls: false, stop: 'hidden',
