@@ -24,6 +24,7 @@ from hpt_jupyter.core.heartbeat import HEARTBEAT_KEY
 from hpt_jupyter.core.storage import TRACEBACK_KEY, resolve_storage
 from kernel import Kernel
 from postgres import start_server, stop_server
+from test_shared_storage import open_sidebar
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -44,8 +45,15 @@ def server():
         stop_server(own)
 
 
+_readers: dict[str, optuna.storages.RDBStorage] = {}
+
+
 def stored(url: str, name: str) -> list:
-    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    """The study's trials as stored, read the way optuna-dashboard does: one storage for the
+    test's polling (an RDBStorage per read would hold its own connections until collected)."""
+    if url not in _readers:
+        _readers[url] = optuna.storages.RDBStorage(url)
+    return optuna.load_study(study_name=name, storage=_readers[url]).get_trials(deepcopy=False)
 
 
 def check_whole(trials: list, n: int) -> None:
@@ -67,6 +75,7 @@ def test_a_database_restart_in_the_middle_of_a_study_costs_it_nothing(server, tm
     kernel = Kernel(str(tmp_path))
     try:
         assert kernel.run("%load_ext hpt_jupyter").error is None
+        sidebar = open_sidebar(kernel)  # JupyterLab's Tuning sidebar, as the extension opens it
         cell = kernel.run(CELL.format(n=40, url=url, name="outage", seconds=0.25,
                                       options="--jobs 2 --backend process"))
         assert cell.error is None, cell.error_text
@@ -79,6 +88,9 @@ def test_a_database_restart_in_the_middle_of_a_study_costs_it_nothing(server, tm
         assert "retrying" in waiting, waiting
         status = kernel.run("%tune status")
         assert "storage unreachable since" in status.stdout, status.stdout
+        listed = [study.get("storage", "") for m in kernel.arrived if m["msg_type"] == "comm_msg"
+                  and m["content"]["comm_id"] == sidebar for study in m["content"]["data"].get("studies", [])]
+        assert any(text.startswith("storage unreachable since") for text in listed), listed[-3:]
         assert kernel.value("tune.last.is_alive") is True
         time.sleep(max(0.0, outage - (time.monotonic() - stopped)))
         server.start()
@@ -244,6 +256,14 @@ def test_a_trial_that_still_beats_is_left_to_its_kernel(tmp_path):
     assert storage.get_trial(orphan).state == TrialState.RUNNING
 
 
+def beaten(url: str) -> set[int]:
+    """The trials with a heartbeat in Optuna's table."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        return {row[0] for row in connection.execute("SELECT trial_id FROM trial_heartbeats")}
+
+
 SLOW_CELL = """%%tune -n 60 --storage {url} --name shared --sampler random --grace-period 6 {options}
 x = tune.float(-1, 1)
 import time; time.sleep({seconds})
@@ -270,6 +290,7 @@ def test_a_kernel_killed_mid_trial_has_its_trials_failed_by_the_kernel_that_shar
         theirs = {t._trial_id for t in stored(url, "shared") if t.number in numbers}
         assert len(theirs) == 2 and all(t.state == TrialState.RUNNING for t in stored(url, "shared")
                                         if t._trial_id in theirs), theirs
+        wait_until(lambda: beaten(url) >= theirs, "the joining kernel's trials to have beaten (half a second in)")
         os.kill(doomed.pid, signal.SIGKILL)  # as a machine that loses power: no goodbye
         killed = time.monotonic()
         wait_until(lambda: all(t.state == TrialState.FAIL for t in stored(url, "shared") if t._trial_id in theirs),

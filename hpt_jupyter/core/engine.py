@@ -203,10 +203,8 @@ class Engine:
             self.running[number] = time.monotonic()
             self.contexts[number] = context
         run.trial_started(number)
-        if self.heartbeat is not None and self.heartbeat.native:
-            # A database's stale check skips a trial with no heartbeat: give it one now (outside
-            # the study lock; a journal trial counts from its start instead).
-            self.heartbeat.beat_new(trial._trial_id)
+        if self.heartbeat is not None:
+            self.heartbeat.started(trial._trial_id)
         objective_start = time.perf_counter()
         marked = enter(run.warning_sink(number))  # this thread's warnings are the trial's
         try:

@@ -180,10 +180,12 @@ def _open_rdb(url: str, attempts: int = 12) -> RDBStorage:
     """
     import sqlalchemy.exc
 
-    engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}  # an idle kernel's connections
+    # No pool_pre_ping (a round trip before every session, 2-3 ms a trial on PostgreSQL here): a
+    # pooled connection the server closed fails its first call, SQLAlchemy drops the pool's
+    # connections, and ResilientStorage's retry connects anew.
     for attempt in range(attempts):
         try:
-            return RDBStorage(url, engine_kwargs=dict(engine_kwargs))
+            return RDBStorage(url)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
                 sqlalchemy.exc.ProgrammingError) as error:
             if attempt == attempts - 1 or not (isinstance(error, sqlalchemy.exc.IntegrityError)
