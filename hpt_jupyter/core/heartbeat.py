@@ -166,6 +166,6 @@ class Heartbeat:
                 return None
         except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
             return None  # it ended meanwhile, or another kernel failed it first
-        logger.warning("hpt_jupyter: failed trial %s of %r: no heartbeat for %gs", trial_id,
+        logger.info("hpt_jupyter: failed trial %s of %r: no heartbeat for %gs", trial_id,
                        study.study_name, self.grace)
         return storage.get_trial(trial_id)

@@ -260,7 +260,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
             self._last_error = describe(error)
             since = self._failing_since
         if first:
-            logger.warning("hpt_jupyter: %s: storage unreachable (%s); retrying", self.shown, self._last_error)
+            logger.info("hpt_jupyter: %s: storage unreachable (%s); retrying", self.shown, self._last_error)
             self._tell()
         return since
 
@@ -268,7 +268,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         with self._lock:
             since, self._failing_since = self._failing_since, None
         if since is not None:
-            logger.warning("hpt_jupyter: %s: storage back after %.1fs", self.shown, time.time() - since)
+            logger.info("hpt_jupyter: %s: storage back after %.1fs", self.shown, time.time() - since)
             self._tell()
 
     # -- heartbeats: the inner store's, where it has them --
