@@ -88,9 +88,13 @@ def test_a_database_restart_in_the_middle_of_a_study_costs_it_nothing(server, tm
         assert "retrying" in waiting, waiting
         status = kernel.run("%tune status")
         assert "storage unreachable since" in status.stdout, status.stdout
-        listed = [study.get("storage", "") for m in kernel.arrived if m["msg_type"] == "comm_msg"
-                  and m["content"]["comm_id"] == sidebar for study in m["content"]["data"].get("studies", [])]
-        assert any(text.startswith("storage unreachable since") for text in listed), listed[-3:]
+        def sidebar_says() -> bool:
+            kernel._drain(None, 0.2)  # what the kernel sent since
+            listed = [study.get("storage", "") for m in kernel.arrived if m["msg_type"] == "comm_msg"
+                      and m["content"]["comm_id"] == sidebar for study in m["content"]["data"].get("studies", [])]
+            return any(text.startswith("storage unreachable since") for text in listed)
+
+        wait_until(sidebar_says, "the sidebar's message to say the store is unreachable", timeout=30)
         assert kernel.value("tune.last.is_alive") is True
         time.sleep(max(0.0, outage - (time.monotonic() - stopped)))
         server.start()

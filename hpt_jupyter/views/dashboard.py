@@ -482,6 +482,8 @@ class Dashboard:
                                               f"study goes on):\n{text}")
             if not (self.run.state in FINAL_STATES and not self.run.is_alive):
                 time.sleep(self.interval)  # the throttle; an ended run waits for a sort or "+N" instead
+            elif not ended:  # it ended during this pass (after its last event): one more, full
+                self._dirty.set()
 
     def close(self) -> None:
         self._closed = True
