@@ -139,7 +139,7 @@ def start(
     stream: TextIO | None = None,
     directory: str | None = None,
     launch: bool = True,
-    jobs: int = 1,
+    jobs: int | None = None,
     backend: str = "thread",
     cluster: Any = None,
     trial_timeout: float | None = None,
@@ -151,6 +151,8 @@ def start(
     stop: str | None = None,
     storage_wait: float = DEFAULT_LIMIT,
     grace_period: float = DEFAULT_GRACE,
+    gpus_per_trial: float | None = None,
+    cpus_per_trial: int | None = None,
 ) -> Run:
     """Start tuning ``objective`` in a background thread and return its :class:`Run`.
 
@@ -168,6 +170,16 @@ def start(
     are sent once per run) or "dask" (a Dask cluster: a new ``LocalCluster``, the scheduler at
     ``cluster="tcp://host:8786"``, or a ``distributed.Client`` passed as ``cluster``).
     ``trial_timeout`` (seconds; process and dask) ends a trial that runs longer as failed.
+    ``jobs`` defaults to 1, or with ``gpus_per_trial`` to as many slots as this kernel's GPUs
+    allow.
+
+    ``gpus_per_trial`` gives each slot GPUs of its own (a fraction such as 0.5 lets that many
+    trials share one): a worker process starts with its own ``CUDA_VISIBLE_DEVICES``, a thread
+    slot is told its device, a Dask trial asks for the ``GPU`` resource. ``tune.device()`` in
+    the trial is the device to train on (``"cpu"`` where there is no GPU). ``cpus_per_trial``
+    limits each trial's BLAS, OpenMP and PyTorch thread pools to that many threads (and pins a
+    worker process to as many cores of its own where they fit), so that slots do not
+    oversubscribe the machine.
     ``pruner`` decides when ``tune.report`` ends a trial: a name ("median", "percentile", "sha",
     "hyperband", "threshold", "patient", "wilcoxon", or "none", the default) with optional
     settings (``"hyperband(min_resource=1, reduction_factor=3)"``), or an Optuna pruner.
@@ -241,7 +253,8 @@ def start(
         n_trials = DEFAULT_TRIALS
     # Before the study is touched: a name the workers cannot receive is one message, nothing starts.
     executor = make_executor(backend, jobs, function, len(directions), cell=cell, cluster=cluster,
-                             trial_timeout=trial_timeout)
+                             trial_timeout=trial_timeout, gpus_per_trial=gpus_per_trial,
+                             cpus_per_trial=cpus_per_trial)
     study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory,
                                            pruner_object)
     population_scheduler = None

@@ -121,12 +121,19 @@ def _parser() -> _Parser:
                       help="continue the stored study of this name (the default when it exists)")
     mode.add_argument("--fresh", action="store_const", dest="mode", const="fresh",
                       help="delete the stored study of this name and start over")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="trials at once (default 1)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="trials at once (default 1; with --gpus-per-trial, as many as the GPUs allow)")
     p.add_argument("--backend", default="thread", choices=BACKENDS,
                    help="where trials run: thread (in the kernel; sees live variables; default), "
                         "process (local worker processes), dask (a Dask cluster)")
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="with --backend dask: a running scheduler (tcp://host:8786); default a new LocalCluster")
+    p.add_argument("--gpus-per-trial", type=float, metavar="G",
+                   help="GPUs of its own for each trial (0.5: two trials share one); tune.device() names "
+                        "the trial's device")
+    p.add_argument("--cpus-per-trial", type=int, metavar="C",
+                   help="limit each trial's BLAS/OpenMP/PyTorch threads to C (process workers are also "
+                        "pinned to C cores of their own)")
     p.add_argument("--trial-timeout", type=float, metavar="SECONDS",
                    help="process and dask: a trial that runs longer fails and its worker is replaced")
     p.add_argument("--target", type=float, metavar="VALUE", help="stop once the best score reaches VALUE")
@@ -432,7 +439,8 @@ class TuneMagics(Magics):
             cluster=args.cluster, trial_timeout=args.trial_timeout, pruner=args.pruner,
             patience=args.patience, storage_wait=args.storage_wait, grace_period=args.grace_period,
             scheduler=args.scheduler, population=args.population,
-            interval=args.interval, stop=args.stop,
+            interval=args.interval, stop=args.stop, gpus_per_trial=args.gpus_per_trial,
+            cpus_per_trial=args.cpus_per_trial,
         )
         self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
         bridge = bridge_of(shell)
@@ -493,7 +501,8 @@ class TuneMagics(Magics):
             print(run.status() + run.slots_text())
             running = run.running_trials()
             if running:
-                print("  running: " + ", ".join(f"#{t.number} ({t.seconds:.0f}s)" for t in running))
+                print("  running: " + ", ".join(f"#{t.number} ({t.seconds:.0f}s"
+                                                + (f", {t.placement}" if t.placement else "") + ")" for t in running))
             if run.n_complete and not run.storage_problem and not run.waiting_for_store:
                 print(best_trials_table(run))  # read from the store: not while it is away
             for number, message in run.failures[-3:]:

@@ -28,13 +28,17 @@ class Reply:
 
 
 class Kernel:
-    def __init__(self, cwd: str) -> None:
+    def __init__(self, cwd: str, env: dict[str, str] | None = None) -> None:
         self.cwd = cwd
+        self.env = env  # the kernel's whole environment (None: this process's)
         self.manager = KernelManager(kernel_name="python3")
         self.start()
 
     def start(self) -> None:
-        self.manager.start_kernel(cwd=self.cwd)
+        if self.env is not None:
+            self.manager.start_kernel(cwd=self.cwd, env=self.env)
+        else:
+            self.manager.start_kernel(cwd=self.cwd)
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)

@@ -26,6 +26,7 @@ from ..errors import TuneError
 from .executors.base import Executor, TrialRequest
 from .heartbeat import Heartbeat
 from .resilient import StoreUnavailable, created_here, put_back
+from .resources import PLACEMENT_KEY
 from .samplers import reseed_for_trial
 from .scheduling import Plan
 from .space import TrialContext
@@ -79,6 +80,7 @@ class Engine:
                                        run.trial_failed_elsewhere, run.grace_period)
             self.heartbeat.start()
             self.executor.open()
+            self.trial_seed = run.seed if self.executor.jobs > 1 else None  # a cluster's GPUs may set jobs
             slots = []
             for k in range(self.executor.jobs):
                 context = contextvars.copy_context()
@@ -254,7 +256,11 @@ class Engine:
         else:
             state, values = TrialState.COMPLETE, outcome.values
 
+        placement = context.placement  # the trial's own GPUs or cores, where the run hands them out
+
         def write() -> tuple[TrialState, list[float] | None]:
+            if placement:
+                study._storage.set_trial_system_attr(trial._trial_id, PLACEMENT_KEY, placement)
             if state == TrialState.FAIL:
                 trial.set_user_attr(TRACEBACK_KEY, outcome.failure)
             elif state == TrialState.COMPLETE:
@@ -275,6 +281,8 @@ class Engine:
                     else [values]
             study._thread_local.in_optimize_loop = False
             frozen = finished_copy(trial, final_state, final_values, number)
+            if placement:
+                frozen.system_attrs[PLACEMENT_KEY] = placement
             run.scheduler.ended(context.plan, frozen)  # PBT: the member's checkpoint and score, the lineage
             sampler_seconds = ask_seconds + context.sampler_seconds + time.perf_counter() - start
             # Under the study lock: views get trial events one at a time, in order.

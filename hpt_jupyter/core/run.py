@@ -51,6 +51,7 @@ class RunningTrial(NamedTuple):
     number: int
     seconds: float
     params: dict[str, Any]
+    placement: str = ""  # its GPUs or cores, where the run hands them out ("GPU 2")
 
 
 @dataclass(frozen=True)
@@ -422,9 +423,12 @@ class Run(Steering):
         return self
 
     def slots_text(self) -> str:
-        """`` · 4 process slots`` where trials do not run one at a time in the kernel."""
+        """`` · 4 process slots · 1 GPU each`` where trials do not run one at a time in the
+        kernel, or are given devices or threads."""
         executor = self.executor
-        return "" if executor.name == "thread" and executor.jobs == 1 else f" · {executor.describe()}"
+        if executor.name == "thread" and executor.jobs == 1 and not executor.resources.assigns:
+            return ""
+        return f" · {executor.describe()}"
 
     def running_trials(self) -> list[RunningTrial]:
         """The trials running now, oldest first: number (run-wide), seconds so far, and the
@@ -440,7 +444,8 @@ class Run(Steering):
         for number, started in running:
             context = contexts.get(number)
             params = dict(context.trial._cached_frozen_trial.params) if context is not None else {}
-            found.append(RunningTrial(number, now - started, self._decoded(params)))
+            placement = context.placement if context is not None else ""
+            found.append(RunningTrial(number, now - started, self._decoded(params), placement))
         return found
 
     def stop(self) -> None:

@@ -191,7 +191,7 @@ class TrialContext:
     a worker process, on the worker's behalf (a remote trial asks its knobs here)."""
 
     __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds", "lock", "reseed", "plan",
-                 "scheduler", "store_lost")
+                 "scheduler", "store_lost", "devices", "placement")
 
     def __init__(self, trial: optuna.Trial, run: KnobRecorder | None, lock: Any = None,
                  reseed: Callable[[str], Any] | None = None, plan: Plan | None = None,
@@ -207,6 +207,8 @@ class TrialContext:
         self.scheduler = scheduler or _DEFAULT_SCHEDULER  # decides what report and restore answer
         self.plan = plan if plan is not None else Plan()  # what the scheduler gave this trial
         self.store_lost: StoreUnavailable | None = None  # the store stayed away during this trial
+        self.devices: list[str] | None = None  # tune.device(): the slot's GPUs (thread slots)
+        self.placement = ""  # where the trial runs, for the table: "GPU 2", "CPUs 0-1"
 
     def _lost_store(self) -> _NotingStoreLoss:
         return _NotingStoreLoss(self)
@@ -447,6 +449,21 @@ class Tune:
     def should_stop(self) -> bool:
         """True when the pruner says this trial should stop (clean up, then return or report)."""
         return _context_or_error("should_stop").should_prune()
+
+    def device(self) -> str:
+        """The device this trial's model goes to (``model.to(tune.device())``): the first GPU of
+        this trial's own (``--gpus-per-trial``: ``"cuda:0"`` in a worker process that owns one,
+        ``"cuda:2"`` for thread slot 2), else the GPU or ``"cpu"`` this machine offers, so
+        one cell runs unchanged on a laptop and on a GPU server."""
+        return self.devices()[0]
+
+    def devices(self) -> list[str]:
+        """All of this trial's devices (``--gpus-per-trial 2``: ``["cuda:0", "cuda:1"]``, for
+        ``DataParallel(model, device_ids=...)``); ``["cpu"]`` without a GPU."""
+        from .resources import default_devices
+
+        assigned = getattr(current_context(), "devices", None)
+        return list(assigned) if assigned else default_devices()
 
     @property
     def trial(self) -> Any:

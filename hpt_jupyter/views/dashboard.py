@@ -1106,13 +1106,17 @@ class Dashboard:
                    for i in range(len(score_names))]
         formats += [ColumnFormat([r.params.get(n) for r in shown] + [t.params.get(n) for t in self._running])
                     for n in names]
-        headers = ["#", "state", *(["member"] if member else []), *score_names, *names, "duration"]
-        numeric = [True, False, *([True] if member else []), *[True] * len(score_names),
+        # Where each trial ran, when the run hands out GPUs or cores (or its stored trials did).
+        device = run.executor.resources.assigns or any(r.placement for r in shown)
+        headers = ["#", "state", *(["member"] if member else []), *(["device"] if device else []), *score_names,
+                   *names, "duration"]
+        numeric = [True, False, *([True] if member else []), *([False] if device else []),
+                   *[True] * len(score_names),
                    *[any(isinstance(r.params.get(n), (int, float)) and not isinstance(r.params.get(n), bool)
                          for r in shown) for n in names], True]
         head = "".join(f"<th{' class=n' if num else ''}>{html.escape(h)}</th>" for h, num in zip(headers, numeric))
         aligns = ["right" if num else "left" for num in numeric]
-        layout = (tuple(names), member, tuple(f.key for f in formats))
+        layout = (tuple(names), member, device, tuple(f.key for f in formats))
         if len(self._row_html) > 4 * self.max_rows:
             self._row_html.clear()
 
@@ -1122,7 +1126,8 @@ class Dashboard:
 
         body = []
         for trial in self._running:  # running trials first, as Optuna's dashboard does
-            texts = [str(trial.number), "running", *([""] if member else []), *[""] * len(score_names),
+            texts = [str(trial.number), "running", *([""] if member else []), *([trial.placement] if device else []),
+                     *[""] * len(score_names),
                      *[f(trial.params.get(n)) for f, n in zip(formats[len(score_names):], names)],
                      f"{int(trial.seconds)} s" if trial.seconds < 60 else duration(trial.seconds)]
             body.append(f"<tr style='color:#1a7f37;font-style:italic'>{cells(texts)}</tr>")
@@ -1130,7 +1135,7 @@ class Dashboard:
             row_cells = self._row_html.get((row.number, layout))
             if row_cells is None:
                 texts = [str(row.number), row.state, *([str(row.member) if row.member is not None else ""]
-                                                       if member else [])]
+                                                       if member else []), *([row.placement] if device else [])]
                 texts += [f(v) for f, v in zip(formats, row.values or (None,) * len(score_names))]
                 texts += [f(row.params.get(n)) for f, n in zip(formats[len(score_names):], names)]
                 texts.append(duration(row.seconds))

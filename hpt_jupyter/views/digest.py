@@ -17,6 +17,7 @@ import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from ..core.pbt import PBT_KEY
+from ..core.resources import PLACEMENT_KEY
 
 _STATE_NAMES = {state: state.name.lower() for state in TrialState}
 
@@ -32,6 +33,7 @@ class Row(NamedTuple):
     seconds: float | None
     intermediate: tuple[tuple[int, float], ...] = ()
     member: int | None = None  # population-based training: the member this segment trained
+    placement: str = ""  # the GPUs (or cores) it ran on, where the run handed them out
 
 
 def plot_coordinate(value: Any, categorical: bool) -> float | str:
@@ -160,8 +162,9 @@ class Digest:
         values = trial.values
         segment = trial.user_attrs.get(PBT_KEY) if trial.user_attrs else None
         member = segment.get("member") if isinstance(segment, dict) else None
+        placement = trial.system_attrs.get(PLACEMENT_KEY, "") if trial.system_attrs else ""
         return Row(trial.number, _STATE_NAMES[trial.state], tuple(values) if values is not None else None, params,
-                   seconds, tuple(sorted(reported.items())) if reported else (), member)
+                   seconds, tuple(sorted(reported.items())) if reported else (), member, placement)
 
     def fold(self, trials: Iterable[FrozenTrial]) -> list[Row]:
         """Fold finished trials in; returns their rows."""

@@ -7,6 +7,7 @@ import numbers
 from typing import Any, Callable
 
 from ...errors import TuneError
+from ..resources import plan
 from .base import Executor, Outcome, SlotRunner, TrialRequest
 from .thread import ThreadExecutor
 
@@ -16,12 +17,14 @@ __all__ = ["BACKENDS", "Executor", "Outcome", "SlotRunner", "TrialRequest", "Thr
 
 
 def make_executor(backend: str, jobs: Any, objective: Callable[..., Any], n_directions: int, *,
-                  cell: Any = None, cluster: Any = None, trial_timeout: Any = None) -> Executor:
-    """The executor for ``--backend``/``--jobs``; one clear message for a bad combination, and
-    (process, dask) the cell or function checked to be sendable before anything starts."""
+                  cell: Any = None, cluster: Any = None, trial_timeout: Any = None,
+                  gpus_per_trial: Any = None, cpus_per_trial: Any = None) -> Executor:
+    """The executor for ``--backend``/``--jobs`` (None: one slot, or one per GPU share with
+    ``gpus_per_trial``); one clear message for a bad combination, and (process, dask) the cell
+    or function checked to be sendable before anything starts."""
     if backend not in BACKENDS:
         raise TuneError(f"--backend {backend!r} is not one of: {', '.join(BACKENDS)}.")
-    if not isinstance(jobs, numbers.Integral) or isinstance(jobs, bool) or jobs < 1:
+    if jobs is not None and (not isinstance(jobs, numbers.Integral) or isinstance(jobs, bool) or jobs < 1):
         raise TuneError(f"--jobs must be a positive whole number (trials at once), got {jobs!r}.")
     if trial_timeout is not None:
         if not isinstance(trial_timeout, numbers.Real) or trial_timeout <= 0:
@@ -31,12 +34,16 @@ def make_executor(backend: str, jobs: Any, objective: Callable[..., Any], n_dire
                             "from outside, a worker process can.")
     if cluster is not None and backend != "dask":
         raise TuneError("--cluster goes with --backend dask (add --backend dask, or drop --cluster).")
+    jobs_from_cluster = jobs is None and gpus_per_trial is not None and cluster is not None
+    resources, jobs = plan(backend, jobs, gpus_per_trial, cpus_per_trial, cluster)
+    executor: Executor
     if backend == "thread":
-        return ThreadExecutor(objective, n_directions, int(jobs))
+        executor = ThreadExecutor(objective, n_directions, int(jobs))
+        executor.resources = resources
+        return executor
     from .shipping import ship
 
     shipment = ship(objective, n_directions, cell=cell)
-    executor: Executor
     if backend == "process":
         from .process import ProcessExecutor
 
@@ -44,7 +51,8 @@ def make_executor(backend: str, jobs: Any, objective: Callable[..., Any], n_dire
     else:
         from .dask import DaskExecutor
 
-        executor = DaskExecutor(shipment, int(jobs), cluster)
+        executor = DaskExecutor(shipment, int(jobs), cluster, jobs_from_cluster)
+    executor.resources = resources
     if cell is not None:  # a worker names choices by label; the kernel keeps the real options
         executor.known = {d.name: d.param for d in cell.declarations if d.name and d.param is not None}
     return executor

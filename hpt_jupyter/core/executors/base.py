@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..resources import Resources
+
 if TYPE_CHECKING:
     from ..space import TrialContext
 
@@ -35,6 +37,7 @@ class Outcome:
     pruned: bool = False
     space_error: str | None = None  # a mistake in the space (a TuneError): it ends the run
     assigned: dict[str, Any] = field(default_factory=dict)  # what the cell assigned to its knobs' names
+    gpu_out_of_memory: bool = False  # its process's GPU context is not to be trusted: replace the worker
 
 
 class SlotRunner(ABC):
@@ -54,6 +57,7 @@ class Executor(ABC):
 
     name: str = ""
     jobs: int = 1
+    resources: Resources = Resources()  # --gpus-per-trial, --cpus-per-trial, shared out by slot
 
     def open(self) -> None:
         """Start what the trials need (worker processes, a cluster); raise TuneError if it cannot."""
@@ -65,4 +69,5 @@ class Executor(ABC):
         """Release workers; called when a run's loop ends."""
 
     def describe(self) -> str:
-        return f"{self.jobs} {self.name} slot{'s' if self.jobs != 1 else ''}"
+        """``4 process slots · 1 GPU each``."""
+        return f"{self.jobs} {self.name} slot{'s' if self.jobs != 1 else ''}{self.resources.describe()}"

@@ -52,9 +52,10 @@ def _address_towards(host: str) -> str:
 class DaskExecutor(Executor):
     name = "dask"
 
-    def __init__(self, shipment: Shipment, jobs: int, cluster: Any = None) -> None:
+    def __init__(self, shipment: Shipment, jobs: int, cluster: Any = None, jobs_from_cluster: bool = False) -> None:
         self.shipment = shipment
         self.jobs = jobs
+        self.jobs_from_cluster = jobs_from_cluster  # --gpus-per-trial without --jobs: the cluster's GPUs decide
         self.cluster_spec = cluster
         self.known: dict = {}
         self.client: Any = None
@@ -72,7 +73,7 @@ class DaskExecutor(Executor):
     def describe(self) -> str:
         where = "a new LocalCluster" if self.cluster_spec is None else (
             self.cluster_spec if isinstance(self.cluster_spec, str) else "the given Dask client")
-        return f"{self.jobs} dask slot{'s' if self.jobs != 1 else ''} on {where}"
+        return f"{self.jobs} dask slot{'s' if self.jobs != 1 else ''} on {where}{self.resources.describe()}"
 
     def open(self) -> None:
         distributed = _distributed()
@@ -86,6 +87,10 @@ class DaskExecutor(Executor):
                 raise TuneError(f"--cluster {spec}: cannot reach the Dask scheduler ({type(error).__name__}: "
                                 f"{error}). Check the address, or drop --cluster for a LocalCluster.") from None
             self._own_client = True
+        elif self.resources.assigns:
+            self._own_cluster = self._cluster_with_shares(distributed)
+            self.client = distributed.Client(self._own_cluster)
+            self._own_client = True
         else:
             self._own_cluster = distributed.LocalCluster(
                 # dashboard on any free port: 8787 may be taken
@@ -93,6 +98,7 @@ class DaskExecutor(Executor):
                 silence_logs=logging.CRITICAL)
             self.client = distributed.Client(self._own_cluster)
             self._own_client = True
+        self._check_gpus()
         scheduler_host = self.client.scheduler.address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
         # A backlog as deep as the slots that may connect at once (the default of 1 drops some).
         self._listener = Listener((_address_towards(scheduler_host), 0), authkey=self._authkey,
@@ -100,6 +106,36 @@ class DaskExecutor(Executor):
         threading.Thread(target=self._accept_loop, name="hpt-dask-accept", daemon=True).start()
         self._blob_lock = threading.Lock()
         self.blob()
+
+    def _cluster_with_shares(self, distributed: Any) -> Any:
+        """A local cluster whose worker k starts with slot k's GPUs and thread limits in its
+        environment (as dask-cuda's LocalCUDACluster does), and offers them as Dask resources."""
+        resources = self.resources
+        worker_resources = {"GPU": resources.gpus_per_trial} if resources.gpus_per_trial is not None else None
+        scheduler = {"cls": distributed.Scheduler,
+                     "options": {"host": "127.0.0.1", "port": 0, "dashboard_address": ":0"}}
+        workers = {k: {"cls": distributed.Nanny,
+                       "options": {"host": "127.0.0.1", "nthreads": 1, "resources": worker_resources,
+                                   "env": resources.worker_environment(k), "silence_logs": logging.CRITICAL}}
+                   for k in range(self.jobs)}
+        return distributed.SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.CRITICAL)
+
+    def _check_gpus(self) -> None:
+        """A trial that asks for a GPU no worker offers would wait for ever: say so instead."""
+        gpus = self.resources.gpus_per_trial
+        if gpus is None:
+            return
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        if not workers:
+            return  # none yet: trials wait for workers, and say so after a while
+        fits = sum(int(w.get("resources", {}).get("GPU", 0) / gpus + 1e-9) for w in workers.values())
+        if fits == 0:
+            self.close()
+            raise TuneError(f"--gpus-per-trial {gpus:g}: no worker of the Dask cluster offers a GPU resource of "
+                            f"{gpus:g}. Start its workers with one GPU each: CUDA_VISIBLE_DEVICES=N dask worker "
+                            f"SCHEDULER --nthreads 1 --resources GPU=1 (or drop --gpus-per-trial).")
+        if self.jobs_from_cluster:
+            self.jobs = fits
 
     def blob(self) -> Any:
         """The scattered shipment; scattered again when the workers that held it are gone."""
@@ -181,9 +217,12 @@ class _DaskRunner(SlotRunner):
         waiter: queue.Queue = queue.Queue()
         with executor._waiting_lock:
             executor._waiting[token] = waiter
+        resources = executor.resources
         future = executor.client.submit(
             dask_trial, executor._listener.address, executor._authkey, token, executor.shipment.token,
-            executor.blob(), request.timeout, key=f"hpt-trial-{token}", pure=False, retries=0)
+            executor.blob(), request.timeout, resources.gpus_per_trial, resources.cpus_per_trial,
+            key=f"hpt-trial-{token}", pure=False, retries=0,
+            resources=None if resources.gpus_per_trial is None else {"GPU": resources.gpus_per_trial})
         executor.started_tasks += 1
         conn = None
         try:
@@ -196,8 +235,12 @@ class _DaskRunner(SlotRunner):
                 raise WorkerLost(str(error)) from None
             if kind != "ready":
                 raise TuneError(f"A Dask worker could not load the cell: {detail}")
+            request.context.placement = self._placement(detail)
             deadline = None if request.timeout is None else time.monotonic() + request.timeout
-            return serve_trial(conn, request.context, deadline, executor.known)
+            outcome = serve_trial(conn, request.context, deadline, executor.known)
+            if outcome.gpu_out_of_memory:  # a CUDA context after an OOM is not to be trusted
+                self._restart(detail.get("worker"))
+            return outcome
         except WorkerLost:
             future.cancel()  # no rerun elsewhere: this trial is settled as failed
             return Outcome(failure="The Dask worker running this trial was lost (it died, or was killed); "
@@ -212,6 +255,24 @@ class _DaskRunner(SlotRunner):
             if conn is not None:
                 conn.close()
             future.release()
+
+    def _placement(self, facts: dict) -> str:
+        """``GPU 1`` (and ``on HOST`` for another machine) from what the worker said of itself."""
+        if self.executor.resources.gpus_per_trial is None:
+            return ""
+        gpus = facts.get("gpus")
+        text = f"GPU{'s' if gpus and ',' in gpus else ''} {gpus}" if gpus else "GPU"
+        host = facts.get("host")
+        return text if not host or host == socket.gethostname() else f"{text} on {host}"
+
+    def _restart(self, worker: str | None) -> None:
+        if worker is None:
+            return
+        try:
+            self.executor.client.restart_workers([worker], timeout=60)
+        except Exception:  # noqa: BLE001 - no nanny to restart it: it takes the next trial as it is
+            logger.warning("hpt_jupyter: could not restart the Dask worker %s after it ran out of GPU memory",
+                           worker, exc_info=True)
 
     def _connection(self, future: Any, waiter: queue.Queue) -> Any:
         deadline = time.monotonic() + CONNECT_SECONDS

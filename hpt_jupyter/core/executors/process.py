@@ -4,6 +4,7 @@ talking to the kernel over a socket pair it inherits."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -28,20 +29,33 @@ class ProcessExecutor(Executor):
         self.started_workers = 0  # workers started, replacements included
 
     def runner(self, slot: int) -> SlotRunner:
-        return _ProcessRunner(self)
+        return _ProcessRunner(self, slot)
 
 
 class _ProcessRunner(SlotRunner):
-    def __init__(self, executor: ProcessExecutor) -> None:
+    def __init__(self, executor: ProcessExecutor, slot: int) -> None:
         self.executor = executor
         self.process: subprocess.Popen | None = None
         self.conn: Connection | None = None
+        resources = executor.resources
+        share = resources.share(slot)
+        # The slot's GPUs and thread counts: in the environment it starts with, before CUDA or
+        # a BLAS library loads in it (neither reads them again).
+        self.environment = resources.worker_environment(slot)
+        self.cores = share.cores
+        self.placement = share.placement()
 
     def _start_worker(self) -> None:
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
             [sys.executable, "-m", "hpt_jupyter.core.executors.worker", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.environment} if self.environment else None)
+        if self.cores:  # at once, before its libraries start their threads (it pins those too)
+            try:
+                os.sched_setaffinity(process.pid, self.cores)
+            except OSError:
+                pass
         theirs.close()
         conn = Connection(ours.detach())
         self.executor.started_workers += 1
@@ -68,12 +82,16 @@ class _ProcessRunner(SlotRunner):
             self._start_worker()
         assert self.conn is not None and self.process is not None
         deadline = None if request.timeout is None else time.monotonic() + request.timeout
+        request.context.placement = self.placement
         try:
             try:
                 self.conn.send(("trial", request.number, request.context.scheduler.population_based))
             except OSError as error:
                 raise WorkerLost(str(error)) from None
-            return serve_trial(self.conn, request.context, deadline, self.executor.known)
+            outcome = serve_trial(self.conn, request.context, deadline, self.executor.known)
+            if outcome.gpu_out_of_memory:  # a CUDA context after an OOM is not to be trusted
+                self.close()
+            return outcome
         except WorkerLost:
             code = self.process.wait()
             self._forget()

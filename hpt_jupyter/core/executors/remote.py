@@ -9,7 +9,7 @@ or ``("tune_error", message)``), ``("report", value, step)`` and ``("should_prun
 ``("ok", blob or None)``), ``("out", stream, text)`` (what the trial printed),
 ``("warning", category, message, filename, lineno, text)`` (a warning it raised: the kernel
 counts it and shows the first of its kind); then
-``("done", values, failure, pruned, space_error, assigned)``.
+``("done", values, failure, pruned, space_error, assigned, gpu_out_of_memory)``.
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ def serve_trial(conn: Any, context: TrialContext, deadline: float | None, known:
                 stream.flush()
                 continue
             elif kind == "done":
-                _, values, failure, pruned, space_error, assigned = message
+                _, values, failure, pruned, space_error, assigned, out_of_memory = message
                 return Outcome(values=values, failure=failure, pruned=pruned, space_error=space_error,
-                               assigned=_loads_each(assigned))
+                               assigned=_loads_each(assigned), gpu_out_of_memory=out_of_memory)
             else:
                 reply = ("error", f"unknown request {kind!r}")
         except TuneError as error:
@@ -139,12 +139,17 @@ def describe_exit(code: int | None) -> str:
 # --- the worker's side -------------------------------------------------------------------
 
 class Session:
-    """A shipment unpacked in a worker: the objective, ready for trials."""
+    """A shipment unpacked in a worker: the objective, ready for trials. ``devices`` and
+    ``cpus``: what this worker's trials were given (``tune.device()``, thread limits)."""
 
-    def __init__(self, blob: bytes) -> None:
+    def __init__(self, blob: bytes, devices: list[str] | None = None, cpus: int | None = None) -> None:
         import cloudpickle  # noqa: F401 - values pickled by value need it to load
 
+        from ..resources import limit_threads
         from .thread import takes_trial
+
+        self.devices, self.cpus = devices, cpus
+        limit_threads(cpus)  # before the shipment's values load their libraries' pools
 
         payload = pickle.loads(blob)
         self.n_directions = payload["n_directions"]
@@ -175,8 +180,9 @@ def _renamed(code: Any, filename: str) -> Any:
 class RemoteContext:
     """In a worker, what ``tune.*`` talks to: every question goes to the kernel's trial."""
 
-    def __init__(self, conn: Any, number: int, segment: bool = False) -> None:
+    def __init__(self, conn: Any, number: int, segment: bool = False, devices: list[str] | None = None) -> None:
         self.conn = conn
+        self.devices = devices  # tune.device()
         self.remote = segment  # a PBT segment: tune.checkpoint sends its state to the kernel
         self.lock = threading.RLock()  # reentrant: a warning raised mid-request is sent from inside it
         self.assigned: dict[str, Any] = {}
@@ -302,9 +308,11 @@ class _WarningSink:
 
 def run_trial(conn: Any, session: Session, number: int, segment: bool = False) -> None:
     """Run one trial in this worker, asking the kernel for everything the trial needs."""
+    from ..resources import limit_threads
     from .thread import evaluate
 
-    context = RemoteContext(conn, number, segment)
+    context = RemoteContext(conn, number, segment, session.devices)
+    limit_threads(session.cpus)  # the cell may have loaded a library since the last trial
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Forward(context, "stdout"), _Forward(context, "stderr")
     set_context(context)  # type: ignore[arg-type] - quacks like a TrialContext
@@ -328,4 +336,5 @@ def run_trial(conn: Any, session: Session, number: int, segment: bool = False) -
                 assigned[name] = cloudpickle.dumps(value)
             except Exception:  # noqa: BLE001 - what cannot travel is not injected
                 continue
-    context.send("done", outcome.values, outcome.failure, outcome.pruned, outcome.space_error, assigned)
+    context.send("done", outcome.values, outcome.failure, outcome.pruned, outcome.space_error, assigned,
+                 outcome.gpu_out_of_memory)

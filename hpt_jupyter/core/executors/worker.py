@@ -20,9 +20,12 @@ _sessions_lock = threading.Lock()
 
 
 def serve(conn: Connection) -> None:
+    from ..resources import pin_this_process, worker_settings
+
+    pin_this_process()
     kind, blob = conn.recv()
     try:
-        session = Session(blob)
+        session = Session(blob, *worker_settings())
     except BaseException as error:  # noqa: BLE001 - said to the kernel, which ends the run
         conn.send(("setup_failed", "".join(traceback.format_exception_only(type(error), error)).strip()))
         return
@@ -38,8 +41,9 @@ def serve(conn: Connection) -> None:
 
 
 def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, blob: bytes,
-               timeout: float | None) -> str:
-    """One trial on a Dask worker: connect back to the kernel, run what it sends."""
+               timeout: float | None, gpus: float | None = None, cpus: int | None = None) -> str:
+    """One trial on a Dask worker: connect back to the kernel, run what it sends. ``gpus``: the
+    trial holds that much of the worker's ``GPU`` resource, the worker's own first devices."""
     conn = Client(address, authkey=authkey)
     no_delay(conn)
     try:
@@ -49,13 +53,14 @@ def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, bl
         with _sessions_lock:
             session = _sessions.get(shipment_token)
             if session is None:
+                devices = None if gpus is None else [f"cuda:{i}" for i in range(max(1, int(gpus)))]
                 try:
-                    session = _sessions[shipment_token] = Session(blob)
+                    session = _sessions[shipment_token] = Session(blob, devices, cpus)
                 except BaseException as error:  # noqa: BLE001 - said to the kernel, which ends the run
                     conn.send(("setup_failed",
                                "".join(traceback.format_exception_only(type(error), error)).strip()))
                     return "setup failed"
-        conn.send(("ready", None))
+        conn.send(("ready", _facts()))
         try:
             if not conn.poll(CONNECT_SECONDS):
                 return "not wanted"  # the kernel never answered: it has settled this trial, or is gone
@@ -79,6 +84,19 @@ def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, bl
         return "done"
     finally:
         conn.close()
+
+
+def _facts() -> dict[str, Any]:
+    """What the kernel shows of where a Dask trial ran, and needs to replace its worker."""
+    import socket
+
+    try:
+        from distributed import get_worker
+
+        worker = get_worker().address
+    except Exception:  # noqa: BLE001 - not on a Dask worker
+        worker = None
+    return {"worker": worker, "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "host": socket.gethostname()}
 
 
 if __name__ == "__main__":
