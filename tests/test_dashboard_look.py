@@ -20,7 +20,9 @@ from conftest import ROOT
 MEASURE = (ROOT / "tests" / "dom_checks.js").read_text()
 
 CELLS = [
-    "%load_ext hpt_jupyter\nimport math, time",
+    # Two GPUs as a GPU server's scheduler would give the kernel (no CUDA is used: the Hyperband
+    # study runs one thread slot per device, and its table says which trial ran where).
+    "%load_ext hpt_jupyter\nimport math, os, time\nos.environ['CUDA_VISIBLE_DEVICES'] = '0,1'",
     # an ordinary study: a log knob, an integer knob (one on a log scale), a choice, curves
     "%%tune -n 30 --direction maximize --seed 0 --name ordinary --storage memory\n"
     "lr = tune.float(1e-5, 1e-1, log=True)\nlayers = tune.int(1, 8)\nwidth = tune.int(16, 512, log=True)\n"
@@ -30,7 +32,7 @@ CELLS = [
     " - 0.001 * width / 64\n"
     "    tune.report(score, epoch)\n"
     "time.sleep(0.05)\nscore",
-    "%%tune -n 30 --direction maximize --seed 0 --name hyperband --storage memory "
+    "%%tune -n 30 --direction maximize --seed 0 --name hyperband --storage memory --gpus-per-trial 1 "
     "--pruner \"hyperband(min_resource=1, max_resource=20, reduction_factor=3)\"\n"
     "lr = tune.float(1e-5, 1e-1, log=True)\nlayers = tune.int(1, 8)\n"
     "for epoch in range(1, 21):\n"
@@ -87,6 +89,17 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
             problems += [f"{name}/{title}: {o}" for o in measured["overlaps"]]
             problems += [f"{name}/{title}: a legend covers the plot of {t}" for t in measured["legendsOverPlots"]]
     assert problems == [], problems
+
+    # Where each trial ran: the header says how the GPUs were shared out, the table has a column.
+    board = _dashboard(page, "hyperband")
+    assert "2 thread slots · 1 GPU each" in board.locator(".hpt-header-details").inner_text()
+    board.locator(".hpt-pages .widget-toggle-button:text-is('Trials')").click()
+    board.locator("table.hpt-trials th", has_text="device").wait_for(timeout=10_000)
+    headers = board.locator("table.hpt-trials th").all_inner_texts()
+    column = headers.index("device")
+    devices = {row.locator("td").nth(column).inner_text()
+               for row in board.locator("table.hpt-trials tbody tr").all()}
+    assert devices == {"GPU 0", "GPU 1"}, devices
 
     # Hover names the trial and its score; a click on a point brings its row to the top of the
     # table and names its knobs.

@@ -153,8 +153,9 @@ def test_a_dask_local_cluster_gives_each_worker_its_own_gpus(gpu_kernel):
     _no_device_shared_at_once(records, lambda r: r["cuda"].split(","))
 
 
-def test_a_trial_out_of_gpu_memory_fails_with_that_reason_and_its_worker_is_replaced(gpu_kernel):
-    cell = """%%tune -n 5 --backend process --gpus-per-trial 1 --jobs 1 --storage memory --name oom --quiet --max-failures 0
+@pytest.mark.parametrize("backend", ["process", "dask"])
+def test_a_trial_out_of_gpu_memory_fails_with_that_reason_and_its_worker_is_replaced(gpu_kernel, backend):
+    cell = """%%tune -n 5 --backend BACKEND --gpus-per-trial 1 --jobs 1 --storage memory --name oom --quiet --max-failures 0
 x = tune.float(0, 1)
 import json, os, torch
 number = tune.trial.number
@@ -165,7 +166,7 @@ if number == 1:
 if number == 3:
     raise ValueError("an ordinary bug")
 x
-"""
+""".replace("BACKEND", backend)
     assert gpu_kernel.run(cell).error is None
     assert gpu_kernel.run("%tune wait oom", timeout=300).error is None
     pids = {r["number"]: r["pid"] for r in _records(gpu_kernel)}
