@@ -168,12 +168,12 @@ class DaskExecutor(Executor):
             except Exception:  # noqa: BLE001
                 conn.close()
                 continue
-            with self._waiting_lock:
+            with self._waiting_lock:  # handed over under the lock: a settled trial's finally drains it
                 waiter = self._waiting.get(token)
+                if waiter is not None:
+                    waiter.put(conn)
             if waiter is None:
                 conn.close()  # a rerun of a trial already settled: it ends at once
-            else:
-                waiter.put(conn)
 
     def runner(self, slot: int) -> SlotRunner:
         return _DaskRunner(self)
@@ -252,6 +252,13 @@ class _DaskRunner(SlotRunner):
         finally:
             with executor._waiting_lock:
                 executor._waiting.pop(token, None)
+                # Dask may have rerun a lost worker's task elsewhere before the cancel landed: a
+                # connection of that rerun, left waiting here, would hold its worker for minutes.
+                others = []
+                while not waiter.empty():
+                    others.append(waiter.get_nowait())
+            for other in others:
+                other.close()
             if conn is not None:
                 conn.close()
             future.release()
