@@ -254,3 +254,46 @@ def test_choosing_a_sampler_notebook_stops_by_the_terminator_and_auto_beats_tpe_
                   if m["model_name"] == "HTMLModel" and "<b>wine</b>" in m["state"].get("value", ""))
     counts = ", ".join(f"{k} for {kinds.count(k)}" for k in dict.fromkeys(kinds))
     assert f"auto chose {counts}" in header and "stop auto" in header
+
+
+def test_deep_learning_notebook_prunes_restores_checkpoints_and_scores_the_refit_model(tmp_path):
+    nb, text = _executed("deep_learning.ipynb", tmp_path)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
+
+    # Hyperband over 20 epochs: 30 trials, some pruned before their 20th, and the notebook counted them.
+    hyperband = optuna.load_study(study_name="mlp-hyperband", storage=storage).trials
+    pruned = [t for t in hyperband if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(hyperband) == 30 and pruned
+    assert all(len(t.intermediate_values) < 20 for t in pruned)
+    assert f"{len(pruned)} of 30 trials pruned" in text
+    best = _stored_best(tmp_path, "mlp-hyperband")
+    assert f"best: hidden={best.params['hidden']}, dropout={best.params['dropout']:.2f}, lr={best.params['lr']:.3g}, " \
+           f"weight_decay={best.params['weight_decay']:.2g}, batch_size={best.params['batch_size']};" in text
+
+    # PBT: segments of four members; a segment that continued from a checkpoint went on from the
+    # epoch stored in it (the cell restored it: a fresh start would report epoch 1 again).
+    segments = optuna.load_study(study_name="mlp-pbt", storage=storage).trials
+    assert segments and all(t.state == optuna.trial.TrialState.COMPLETE for t in segments)
+    info = {t.number: t.user_attrs["hpt:pbt"] for t in segments}
+    steps = {t.number: sorted(t.intermediate_values) for t in segments}
+    assert {i["member"] for i in info.values()} == {0, 1, 2, 3}
+    assert all(len(s) <= 3 for s in steps.values())
+    restored = [n for n, i in info.items() if i["from_trial"] is not None]
+    continued = [n for n in restored if steps[n]]
+    assert continued
+    for n in continued:
+        assert steps[n][0] == steps[info[n]["from_trial"]][-1] + 1, (n, info[n], steps[n])
+    exploited = [n for n in restored if info[n]["exploited"]]
+    assert exploited and all(info[n]["parent"] != info[n]["member"] for n in exploited)
+    latest = {}
+    for t in segments:
+        latest[info[t.number]["member"]] = t
+    assert all(steps[t.number] and steps[t.number][-1] == 20 for t in latest.values())  # each trained 20 epochs
+    assert f"{len(segments)} segments of 4 members; {len(restored)} continued from a checkpoint, " \
+           f"{len(exploited)} of them another member's" in text
+
+    # The refit model and the replayed best schedule, scored on the held-out test set.
+    line = next(l for l in text.splitlines() if l.startswith("test accuracy: "))
+    assert float(line.split()[-1]) > 0.9, line
+    line = next(l for l in text.splitlines() if l.startswith("the best schedule replayed over 20 epochs: "))
+    assert float(line.split()[-1]) > 0.9, line
