@@ -135,3 +135,13 @@ def postgres():
         yield server
     finally:
         stop_server(server)
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of the test's own, which the test may stop and start."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        stop_server(server)

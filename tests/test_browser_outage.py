@@ -7,16 +7,12 @@ from __future__ import annotations
 import pytest
 
 from test_browser import ARTIFACTS, _notebook, _run_all, lab, page  # noqa: F401  (fixtures)
-from postgres import start_server, stop_server
+from postgres import own_postgres  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
-def server():
-    own = start_server()
-    try:
-        yield own
-    finally:
-        stop_server(own)
+def server(own_postgres):
+    return own_postgres
 
 
 def test_the_header_and_the_sidebar_say_the_store_is_away_and_the_study_goes_on(lab, page, server):  # noqa: F811

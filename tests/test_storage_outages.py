@@ -23,7 +23,7 @@ from hpt_jupyter import start, tune
 from hpt_jupyter.core.heartbeat import HEARTBEAT_KEY
 from hpt_jupyter.core.storage import TRACEBACK_KEY, resolve_storage
 from kernel import Kernel
-from postgres import start_server, stop_server
+from postgres import own_postgres  # noqa: F401 (a fixture)
 from test_shared_storage import open_sidebar
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -36,13 +36,8 @@ x * x
 
 
 @pytest.fixture
-def server():
-    """A PostgreSQL server of this test's own, which the test may stop and start."""
-    own = start_server()
-    try:
-        yield own
-    finally:
-        stop_server(own)
+def server(own_postgres):
+    return own_postgres
 
 
 _readers: dict[str, optuna.storages.RDBStorage] = {}
