@@ -214,7 +214,8 @@ def test_cpus_per_trial_limits_blas_openmp_and_torch_threads_and_pins_process_wo
     assert {tuple(r["pools"]) for r in limited} == {(1,)}
     assert {r["torch"] for r in limited} == {1}
     assert {len(r["cores"]) for r in limited} == {1}
-    _no_device_shared_at_once(limited, lambda r: r["cores"])  # each worker on a core of its own
+    cores_of = {r["pid"]: tuple(r["cores"]) for r in limited}  # each worker on a core of its own
+    assert len(cores_of) == 2 and len(set(cores_of.values())) == 2, cores_of
     assert "2 process slots · 1 CPU thread each (pinned)" in gpu_kernel.run("%tune status pinned").stdout
 
     before = gpu_kernel.value("sorted({i['num_threads'] for i in __import__('threadpoolctl').threadpool_info()})")

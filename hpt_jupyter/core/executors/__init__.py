@@ -43,7 +43,9 @@ def make_executor(backend: str, jobs: Any, objective: Callable[..., Any], n_dire
         return executor
     from .shipping import ship
 
-    shipment = ship(objective, n_directions, cell=cell)
+    # Workers on this machine (ours, or a LocalCluster the run starts) map large values from
+    # shared memory; a cluster elsewhere gets them inside the shipment it scatters.
+    shipment = ship(objective, n_directions, cell=cell, share=backend == "process" or cluster is None)
     if backend == "process":
         from .process import ProcessExecutor
 

@@ -21,6 +21,7 @@ from typing import Any
 from ...errors import TuneError
 from .base import Executor, Outcome, SlotRunner, TrialRequest
 from .remote import TrialTimedOut, WorkerLost, no_delay, serve_trial
+from .sharing import SharedData, readable_bytes
 from .shipping import Shipment
 
 logger = logging.getLogger("hpt_jupyter")
@@ -68,12 +69,18 @@ class DaskExecutor(Executor):
         self._blob: Any = None
         self.started_tasks = 0
         self.scatters = 0  # times the shipment was sent to the cluster (once, unless workers were lost)
+        # Large values in shared memory: only for the LocalCluster the run starts (its workers
+        # are on this machine; the shipment of a cluster elsewhere holds them).
+        self.shared = SharedData(shipment.buffers) if shipment.buffers else None
         _distributed()  # the message about installing it comes before anything starts
 
     def describe(self) -> str:
         where = "a new LocalCluster" if self.cluster_spec is None else (
             self.cluster_spec if isinstance(self.cluster_spec, str) else "the given Dask client")
-        return f"{self.jobs} dask slot{'s' if self.jobs != 1 else ''} on {where}{self.resources.describe()}"
+        text = f"{self.jobs} dask slot{'s' if self.jobs != 1 else ''} on {where}{self.resources.describe()}"
+        if self.shared is not None:
+            text += f" · shared {readable_bytes(self.shared.size)} with its workers (no copies)"
+        return text
 
     def open(self) -> None:
         distributed = _distributed()
@@ -105,6 +112,8 @@ class DaskExecutor(Executor):
                                   backlog=max(64, 2 * self.jobs))
         threading.Thread(target=self._accept_loop, name="hpt-dask-accept", daemon=True).start()
         self._blob_lock = threading.Lock()
+        if self.shared is not None:
+            self.shared.open()
         self.blob()
 
     def _cluster_with_shares(self, distributed: Any) -> Any:
@@ -190,6 +199,8 @@ class DaskExecutor(Executor):
             self.client.close()
         if self._own_cluster is not None:
             self._own_cluster.close()
+        if self.shared is not None:
+            self.shared.close()
         self.client = self._own_cluster = self._blob = None  # a later start (+N) opens afresh
 
 
@@ -221,6 +232,7 @@ class _DaskRunner(SlotRunner):
         future = executor.client.submit(
             dask_trial, executor._listener.address, executor._authkey, token, executor.shipment.token,
             executor.blob(), request.timeout, resources.gpus_per_trial, resources.cpus_per_trial,
+            executor.shared.path if executor.shared is not None else None,
             key=f"hpt-trial-{token}", pure=False, retries=0,
             resources=None if resources.gpus_per_trial is None else {"GPU": resources.gpus_per_trial})
         executor.started_tasks += 1

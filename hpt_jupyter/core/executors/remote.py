@@ -27,6 +27,8 @@ from ...errors import TuneError
 from ..space import ChoiceParam, Param, TrialContext, set_context
 from ..trial_warnings import activate, deactivate, enter, leave, note_remote
 from .base import Outcome
+from .sharing import MappedData
+from .shipping import FUNCTION
 
 
 class WorkerLost(Exception):
@@ -138,11 +140,18 @@ def describe_exit(code: int | None) -> str:
 
 # --- the worker's side -------------------------------------------------------------------
 
+def _wrote_read_only(failure: str) -> bool:
+    """NumPy's words for a write into a read-only array (``a[0] = 1``, ``a += 1``, ``out=a``)."""
+    last = failure.strip().splitlines()[-1] if failure.strip() else ""
+    return "read-only" in last and ("ValueError" in last or "destination" in last)
+
+
 class Session:
     """A shipment unpacked in a worker: the objective, ready for trials. ``devices`` and
     ``cpus``: what this worker's trials were given (``tune.device()``, thread limits)."""
 
-    def __init__(self, blob: bytes, devices: list[str] | None = None, cpus: int | None = None) -> None:
+    def __init__(self, blob: bytes, devices: list[str] | None = None, cpus: int | None = None,
+                 shared_path: str | None = None) -> None:
         import cloudpickle  # noqa: F401 - values pickled by value need it to load
 
         from ..resources import limit_threads
@@ -153,19 +162,32 @@ class Session:
 
         payload = pickle.loads(blob)
         self.n_directions = payload["n_directions"]
+        shared = payload.get("shared") or {}
+        self.mapped = None
+        self.shared_names = sorted(n for n in shared if n != FUNCTION)
+        if shared:  # large values: rebuilt around the run's shared file, mapped read-only
+            if shared_path is None:
+                raise RuntimeError("the shipment's large values are in shared memory, but no file was given")
+            self.mapped = MappedData(shared_path, payload["shared_size"])
+
+        def load(name: str, value: bytes) -> Any:
+            if name in shared:
+                return pickle.loads(value, buffers=self.mapped.buffers(shared[name]))
+            return pickle.loads(value)
+
         if payload["kind"] == "cell":
             from ..cell import compile_cell
 
             namespace: dict[str, Any] = {"__builtins__": __builtins__, "__name__": "__main__"}
             for name, value in payload["namespace"].items():
-                namespace[name] = pickle.loads(value)
+                namespace[name] = load(name, value)
             cell = compile_cell(payload["code"], namespace, filename=payload["filename"],
                                 source=payload["source"], first_line=payload["first_line"])
             self.objective = cell.objective
         else:
             for filename, lines in payload["lines"].items():  # names and tracebacks read the source
                 linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
-            self.objective = pickle.loads(payload["function"])
+            self.objective = load(FUNCTION, payload["function"])
             code = getattr(self.objective, "__code__", None)
             if code is not None and payload["lines"]:  # cloudpickle renames the file of code it rebuilds
                 self.objective.__code__ = _renamed(code, next(iter(payload["lines"])))
@@ -327,6 +349,14 @@ def run_trial(conn: Any, session: Session, number: int, segment: bool = False) -
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = saved
+    if outcome.failure is not None and session.mapped is not None and _wrote_read_only(outcome.failure):
+        # On the failure's last line: the reason the table shows.
+        names = session.shared_names
+        what = (f"`{names[0]}` is" if len(names) == 1 else f"{', '.join(f'`{n}`' for n in names)} are") if names \
+            else "the objective's large arrays are"
+        copy = f"{names[0]} = {names[0]}.copy()" if names else "x = x.copy()"
+        outcome.failure = (outcome.failure.rstrip("\n") + f": {what} shared read-only between the workers, not "
+                           f"copied into each; copy it in the trial to change it ({copy})\n")
     assigned = {}
     if outcome.failure is None and not outcome.pruned:
         import cloudpickle

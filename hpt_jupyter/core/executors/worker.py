@@ -23,9 +23,9 @@ def serve(conn: Connection) -> None:
     from ..resources import pin_this_process, worker_settings
 
     pin_this_process()
-    kind, blob = conn.recv()
+    kind, blob, shared_path = conn.recv()
     try:
-        session = Session(blob, *worker_settings())
+        session = Session(blob, *worker_settings(), shared_path=shared_path)
     except BaseException as error:  # noqa: BLE001 - said to the kernel, which ends the run
         conn.send(("setup_failed", "".join(traceback.format_exception_only(type(error), error)).strip()))
         return
@@ -41,7 +41,8 @@ def serve(conn: Connection) -> None:
 
 
 def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, blob: bytes,
-               timeout: float | None, gpus: float | None = None, cpus: int | None = None) -> str:
+               timeout: float | None, gpus: float | None = None, cpus: int | None = None,
+               shared_path: str | None = None) -> str:
     """One trial on a Dask worker: connect back to the kernel, run what it sends. ``gpus``: the
     trial holds that much of the worker's ``GPU`` resource, the worker's own first devices."""
     conn = Client(address, authkey=authkey)
@@ -55,7 +56,7 @@ def dask_trial(address: Any, authkey: bytes, token: str, shipment_token: str, bl
             if session is None:
                 devices = None if gpus is None else [f"cuda:{i}" for i in range(max(1, int(gpus)))]
                 try:
-                    session = _sessions[shipment_token] = Session(blob, devices, cpus)
+                    session = _sessions[shipment_token] = Session(blob, devices, cpus, shared_path)
                 except BaseException as error:  # noqa: BLE001 - said to the kernel, which ends the run
                     conn.send(("setup_failed",
                                "".join(traceback.format_exception_only(type(error), error)).strip()))
