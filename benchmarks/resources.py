@@ -48,7 +48,6 @@ used more meanwhile.
 from __future__ import annotations
 
 import argparse
-import bisect
 import glob
 import json
 import os
@@ -64,6 +63,8 @@ import optuna
 import psutil
 
 from hpt_jupyter import start, tune
+# What else the machine is doing, and a slot's trials counted at a moment: as parallel.py measures them.
+from parallel import Disturbance, log, position, wait_for_quiet  # noqa: E402
 from hpt_jupyter.core.resources import THREAD_VARIABLES, usable_cores, visible_gpus
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -201,61 +202,6 @@ def gpu_objective(folder: str, steps: int) -> Callable[[], float]:
     return objective
 
 
-# --- what else the machine is doing (as in benchmarks/parallel.py) ----------------------------
-
-class Disturbance:
-    """CPU the rest of the machine used during a measurement, in cores: system-wide busy time
-    minus that of this process and its descendants (reaped ones included)."""
-
-    def __init__(self) -> None:
-        self.me = psutil.Process()
-
-    @staticmethod
-    def _busy() -> float:
-        t = psutil.cpu_times()
-        return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
-
-    def _ours(self) -> float:
-        total = 0.0
-        for process in [self.me, *self.me.children(recursive=True)]:
-            try:
-                t = process.cpu_times()
-            except psutil.Error:
-                continue
-            total += t.user + t.system + t.children_user + t.children_system
-        return total
-
-    def __enter__(self) -> Disturbance:
-        self.t0, self.busy0, self.ours0 = time.monotonic(), self._busy(), self._ours()
-        self.load = os.getloadavg()[0]
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        elapsed = time.monotonic() - self.t0
-        self.others = max(0.0, (self._busy() - self.busy0) - (self._ours() - self.ours0)) / elapsed
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {text}", file=sys.stderr, flush=True)
-
-
-def wait_for_quiet(max_others: float | None, patience: float) -> None:
-    """Wait (up to ``patience`` s) until the rest of the machine uses at most ``max_others``
-    cores, sampled over 3 s while this script is idle."""
-    if max_others is None:
-        return
-    deadline = time.monotonic() + patience
-    while True:
-        with Disturbance() as sample:
-            time.sleep(3)
-        if sample.others <= max_others or time.monotonic() > deadline:
-            return
-        log(f"waiting: the rest of the machine uses {sample.others:.2f} cores > {max_others}")
-        time.sleep(10)
-
-
-# --- one measured run -------------------------------------------------------------------------
-
 class Measured:
     def __init__(self, throughput: float, window: float, start_up: float, trial_seconds: float,
                  slowest: float, others: float) -> None:
@@ -265,14 +211,6 @@ class Measured:
         self.trial_seconds = trial_seconds  # mean duration of a trial after each slot's first
         self.slowest = slowest  # the longest of those
         self.others = others  # cores the rest of the machine used meanwhile
-
-
-def position(times: list[float], at: float) -> float:
-    """Trials a slot had finished by ``at``, interpolated between its finish times."""
-    i = bisect.bisect_right(times, at) - 1
-    if i >= len(times) - 1:
-        return float(len(times) - 1)
-    return i + (at - times[i]) / (times[i + 1] - times[i])
 
 
 def measure(objective: Callable[[], float], jobs: int, trials: int, seed: int, direction: str,
