@@ -20,6 +20,7 @@ import pytest
 
 from conftest import wait_until
 from hpt_jupyter import TuneError, start, tune
+from hpt_jupyter.core.resources import THREAD_VARIABLES
 from kernel import Kernel
 
 FOUR_GPUS = "0,1,2,3"
@@ -42,7 +43,9 @@ x
 @pytest.fixture
 def gpu_kernel(tmp_path):
     """A kernel started where four GPUs are visible."""
-    k = Kernel(str(tmp_path), env={**os.environ, "CUDA_VISIBLE_DEVICES": FOUR_GPUS})
+    # The libraries' own thread defaults, whatever this process's environment says.
+    environment = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    k = Kernel(str(tmp_path), env={**environment, "CUDA_VISIBLE_DEVICES": FOUR_GPUS})
     assert k.run("%load_ext hpt_jupyter").error is None
     records = tmp_path / "records"
     records.mkdir()
@@ -151,6 +154,11 @@ def test_a_dask_local_cluster_gives_each_worker_its_own_gpus(gpu_kernel):
     assert {r["cuda"] for r in records} == {"0,1", "2,3"}
     assert {tuple(r["devices"]) for r in records} == {("cuda:0", "cuda:1")}
     _no_device_shared_at_once(records, lambda r: r["cuda"].split(","))
+    # Dask's nannies set OMP_NUM_THREADS=1 and more in the environment of the process starting
+    # them; the kernel's own is put back, or later process workers would get one BLAS thread.
+    leaked = gpu_kernel.value("{k: v for k, v in __import__('os').environ.items() if k in "
+                              f"{list(THREAD_VARIABLES) + ['PYTHONHASHSEED', 'MALLOC_TRIM_THRESHOLD_']}}}")
+    assert leaked == {}
 
 
 @pytest.mark.parametrize("backend", ["process", "dask"])

@@ -9,14 +9,16 @@ able to reach the kernel's machine (true of a LocalCluster and of a cluster on t
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import secrets
 import socket
 import threading
 import time
 from multiprocessing.connection import Listener
-from typing import Any
+from typing import Any, Iterator
 
 from ...errors import TuneError
 from .base import Executor, Outcome, SlotRunner, TrialRequest
@@ -34,6 +36,22 @@ def _distributed() -> Any:
     except ImportError:
         raise TuneError("--backend dask needs dask.distributed: pip install 'hpt-jupyter[dask]'.") from None
     return distributed
+
+
+@contextlib.contextmanager
+def environment_kept() -> Iterator[None]:
+    """Dask's nannies set their workers' variables (OMP_NUM_THREADS=1, PYTHONHASHSEED...) in
+    the environment of the process that starts them, and leave them there: in a kernel, every
+    later process-backend worker would inherit one BLAS thread. Put the kernel's back."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in [n for n in os.environ if n not in saved]:
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
 
 
 def _address_towards(host: str) -> str:
@@ -94,15 +112,15 @@ class DaskExecutor(Executor):
                 raise TuneError(f"--cluster {spec}: cannot reach the Dask scheduler ({type(error).__name__}: "
                                 f"{error}). Check the address, or drop --cluster for a LocalCluster.") from None
             self._own_client = True
-        elif self.resources.assigns:
-            self._own_cluster = self._cluster_with_shares(distributed)
-            self.client = distributed.Client(self._own_cluster)
-            self._own_client = True
         else:
-            self._own_cluster = distributed.LocalCluster(
-                # dashboard on any free port: 8787 may be taken
-                n_workers=self.jobs, threads_per_worker=1, processes=True, dashboard_address=":0",
-                silence_logs=logging.CRITICAL)
+            with environment_kept():
+                if self.resources.assigns:
+                    self._own_cluster = self._cluster_with_shares(distributed)
+                else:
+                    self._own_cluster = distributed.LocalCluster(
+                        # dashboard on any free port: 8787 may be taken
+                        n_workers=self.jobs, threads_per_worker=1, processes=True, dashboard_address=":0",
+                        silence_logs=logging.CRITICAL)
             self.client = distributed.Client(self._own_cluster)
             self._own_client = True
         self._check_gpus()
@@ -288,7 +306,8 @@ class _DaskRunner(SlotRunner):
         if worker is None:
             return
         try:
-            self.executor.client.restart_workers([worker], timeout=60)
+            with environment_kept():
+                self.executor.client.restart_workers([worker], timeout=60)
         except Exception:  # noqa: BLE001 - no nanny to restart it: it takes the next trial as it is
             logger.warning("hpt_jupyter: could not restart the Dask worker %s after it ran out of GPU memory",
                            worker, exc_info=True)
