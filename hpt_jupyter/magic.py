@@ -53,6 +53,8 @@ _CONTROL_ATTRIBUTES = frozenset({
     "sampler_seconds", "objective_seconds", "failure", "failures", "warnings", "warnings_summary",
     # steering a running study is the point: these never wait for its end
     "narrow", "reset", "focus", "propose_focus", "preview", "enqueue", "enqueue_near", "narrowings",
+    # what the study is now, written out (Katib's Experiment of the current space)
+    "to_katib", "import_katib",
     "overrides", "effective_space", "declared_space", "space",
     # what runs where, now, and how the study was set up
     "running_trials", "executor", "trial_timeout", "slots_text", "scheduler_text", "pruner_name",
@@ -166,6 +168,11 @@ Steering (from the next trial on; the sampler keeps what it learnt inside the ne
   %tune reset [NAME]      search the whole declared space again
   %tune enqueue [NAME] lr=1e-3 kernel=rbf
                           try these values next (the sampler picks the knobs not given)
+To a Kubeflow cluster:
+  %tune export [NAME] --katib DIR [--image IMAGE] [--namespace NS]
+                          write a Katib Experiment running this cell (experiment.yaml, trial.py...)
+  %tune import [NAME] --katib FILE
+                          bring a Katib experiment's trials (kubectl get trials -o json) into the study
 """
 
 EXAMPLE = """\
@@ -262,6 +269,13 @@ class Coordinator:
             if run in self._pending:
                 self._pending.remove(run)
                 self._inject(run)
+
+    def imported(self, run: Run) -> None:
+        """Trials brought in from a cluster: the best values go where the run's own would."""
+        with self._lock:
+            if run in self._pending:
+                self._pending.remove(run)
+        self._inject(run)
 
     def _inject_pending(self) -> None:  # main thread, between cells
         pending, self._pending = self._pending, []
@@ -491,9 +505,21 @@ class TuneMagics(Magics):
         if command in ("narrow", "focus", "enqueue"):
             self._steer(command, rest)
             return
+        if command == "export":
+            self._export(rest)
+            return
+        if command == "import":
+            parser = _Parser(prog="%tune import", add_help=False)
+            parser.add_argument("name", nargs="?")
+            parser.add_argument("--katib", required=True, metavar="FILE")
+            args = parser.parse_args(rest)
+            run = self._run_named(args.name)
+            print(run.import_katib(args.katib), flush=True)
+            self.coordinator.imported(run)
+            return
         if command not in ("status", "stop", "pause", "resume", "wait", "reset"):
             raise TuneError(f"%tune {command}: unknown command; use list, status, stop, pause, resume, more N, "
-                            "wait, narrow, focus, reset, enqueue.")
+                            "wait, narrow, focus, reset, enqueue, export, import.")
         if len(rest) > 1:
             raise TuneError(f"%tune {command} takes at most one study name, got {' '.join(rest)}.")
         run = self._run_named(rest[0] if rest else None)
@@ -521,6 +547,19 @@ class TuneMagics(Magics):
             if run.is_alive:  # widgets stay alive; interrupt: stop gracefully
                 self.coordinator.wait_saying(run, "(%tune wait)")
             self.coordinator.inject_now(run)
+
+    def _export(self, rest: list[str]) -> None:
+        """``%tune export [NAME] --katib DIR [--image IMAGE] [--namespace NS]``."""
+        parser = _Parser(prog="%tune export", add_help=False)
+        parser.add_argument("name", nargs="?")
+        parser.add_argument("--katib", required=True, metavar="DIR")
+        parser.add_argument("--image")
+        parser.add_argument("--namespace", default="kubeflow")
+        args = parser.parse_args(rest)
+        run = self._run_named(args.name)
+        paths = run.to_katib(args.katib, image=args.image, namespace=args.namespace)
+        print(f"'{run.name}' exported for Katib to {args.katib}: " + ", ".join(os.path.basename(p) for p in paths.values()))
+        print(f"  build the image from the Dockerfile, push it, then: kubectl apply -f {paths['experiment']}")
 
     def _steer(self, command: str, words: list[str]) -> None:
         name = words[0] if words and "=" not in words[0] else None

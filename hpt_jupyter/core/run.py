@@ -422,6 +422,45 @@ class Run(Steering):
         self._thread = self._engine.start()
         return self
 
+    def to_katib(self, directory: str, *, image: str | None = None, namespace: str = "kubeflow",
+                 name: str | None = None) -> dict[str, str]:
+        """Write this study as a Kubeflow Katib Experiment (``experiment.yaml``) with the cell as
+        its trial (``trial.py``, ``cell.pkl``, ``space.json``, ``requirements.txt``,
+        ``Dockerfile``) into ``directory``; returns the files' paths."""
+        from .katib import export
+
+        return export(self, directory, image=image, namespace=namespace, name=name)
+
+    def import_katib(self, path: str) -> str:
+        """Add the finished trials of a Katib experiment (``kubectl get trials -l
+        katib.kubeflow.org/experiment=NAME -o json``) to this study, as if they had run here:
+        views, counts, the best trial and ``%tune status`` follow. Returns a summary line."""
+        from .katib import read_trials
+
+        if self.is_alive:
+            raise TuneError(f"'{self.name}' is running: import the cluster's trials when it has ended "
+                            f"(%tune stop {self.name}, or %tune wait {self.name}).")
+        if len(self.stages) > 1:
+            raise TuneError(f"'{self.name}' was narrowed in the notebook; import into the study as exported, "
+                            "before narrowing it.")
+        trials, unfinished = read_trials(path, self.declared_space())
+        for trial in trials:
+            self.base_study.add_trial(trial)
+        added = self.base_study.get_trials(deepcopy=False)[len(self.base_study.get_trials(deepcopy=False)) - len(trials):]
+        for trial in added:
+            self._next_number = max(self._next_number, trial.number + 1)
+            self.record(trial, trial.user_attrs.get(TRACEBACK_KEY), 0.0, 0.0)  # as a trial run here
+        with self._condition:
+            self.n_run -= len(added)  # they ran on the cluster, not in this run
+            self.n_stored += len(added)
+        counts = ", ".join(f"{n} {s.name.lower()}" for s, n in
+                           ((s, sum(t.state == s for t in added)) for s in self.counts) if n)
+        text = f"'{self.name}': imported {len(added)} Katib trials ({counts or 'none'})"
+        if unfinished:
+            text += f"; {unfinished} had not finished and were left out"
+        best = self.best_trial
+        return text + (f"; best {best.value:.6g} (trial #{best.number})." if best is not None else ".")
+
     def slots_text(self) -> str:
         """`` · 4 process slots · 1 GPU each`` where trials do not run one at a time in the
         kernel, or are given devices or threads."""
