@@ -297,3 +297,71 @@ def test_deep_learning_notebook_prunes_restores_checkpoints_and_scores_the_refit
     assert float(line.split()[-1]) > 0.9, line
     line = next(l for l in text.splitlines() if l.startswith("the best schedule replayed over 20 epochs: "))
     assert float(line.split()[-1]) > 0.9, line
+
+
+def test_to_katib_notebook_exports_an_experiment_replays_its_trial_and_imports_a_clusters_trials(tmp_path):
+    import json
+    from datetime import datetime
+
+    import yaml
+    from test_katib import KNOWN_ALGORITHMS, webhook_problems
+
+    nb, text = _executed("to_katib.ipynb", tmp_path)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
+    trials = optuna.load_study(study_name="wine-katib", storage=storage).trials
+    ran_here = [t for t in trials if "katib_trial" not in t.user_attrs]
+    assert len(ran_here) == 8 and all(t.state == optuna.trial.TrialState.COMPLETE for t in ran_here)
+
+    # The exported Experiment: Katib's algorithm, the cell's two knobs, the image given to --image.
+    folder = tmp_path / "katib-wine"
+    assert sorted(p.name for p in folder.iterdir()) == ["Dockerfile", "cell.pkl", "experiment.yaml",
+                                                          "requirements.txt", "space.json", "trial.py"]
+    document = yaml.safe_load((folder / "experiment.yaml").read_text())
+    assert isinstance(document, dict) and webhook_problems(document) == []
+    spec = document["spec"]
+    assert spec["algorithm"]["algorithmName"] in KNOWN_ALGORITHMS
+    assert document["metadata"] == {"name": "wine-katib", "namespace": "kubeflow"}
+    assert spec["objective"]["type"] == "maximize" and spec["maxTrialCount"] == 8
+    C, solver = spec["parameters"]
+    assert C["name"] == "C" and C["parameterType"] == "double" and C["feasibleSpace"]["distribution"] == "logUniform"
+    assert (float(C["feasibleSpace"]["min"]), float(C["feasibleSpace"]["max"])) == (1e-3, 1e2)
+    assert solver == {"name": "solver", "parameterType": "categorical",
+                      "feasibleSpace": {"list": ["lbfgs", "newton-cg", "saga"]}}
+    container = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/wine-trial:1"
+    assert container["command"][2:] == ["--C=${trialParameters.C}", "--solver=${trialParameters.solver}"]
+    assert "kubectl apply -f katib-wine/experiment.yaml" in text
+
+    # trial.py, run in a fresh interpreter with the best notebook trial's values, printed the
+    # score stored for that trial, on a line Katib's StdOut collector reads.
+    best_here = max(ran_here, key=lambda t: t.value)
+    recorded = next(l for l in text.splitlines() if l.startswith("recorded in the notebook: "))
+    assert recorded == f"recorded in the notebook: trial #{best_here.number} score={best_here.value!r}"
+    command = next(l for l in text.splitlines() if l.startswith("$ python3 katib-wine/trial.py "))
+    assert command.split()[3:] == [f"--C={best_here.params['C']!r}", f"--solver={best_here.params['solver']}"]
+    lines = text.split(command + "\n", 1)[1].splitlines()
+    stamp, score = lines[0].split(" score=")
+    datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # RFC 3339, as the collector parses it
+    assert float(score) == best_here.value, lines[0]
+
+    # The hand-written trials file came back into the stored study: both its trials, their values
+    # and scores, named by the user attribute katib_trial; the best of them is the study's best,
+    # and its values were injected.
+    items = json.loads((tmp_path / "trials.json").read_text())["items"]
+    expected = {i["metadata"]["name"]: ({a["name"]: a["value"] for a in i["spec"]["parameterAssignments"]},
+                                        float(i["status"]["observation"]["metrics"][0]["latest"])) for i in items}
+    imported = {t.user_attrs["katib_trial"]: t for t in trials if "katib_trial" in t.user_attrs}
+    assert len(expected) == 2 and sorted(imported) == sorted(expected)
+    for name, t in imported.items():
+        params, value = expected[name]
+        assert (t.state, t.value) == (optuna.trial.TrialState.COMPLETE, value)
+        assert t.params == {"C": float(params["C"]), "solver": params["solver"]}
+    best = _stored_best(tmp_path, "wine-katib")
+    assert best.user_attrs.get("katib_trial") == max(expected, key=lambda n: expected[n][1])
+    assert best.value > best_here.value
+    line = next(l for l in text.splitlines() if l.startswith("injected: "))
+    assert eval("dict(" + line[len("injected: "):] + ")") == best.params
+    assert f"imported 2 Katib trials (2 complete); best {best.value:.6g} (trial #{best.number})." in text
+    status = _text(next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%tune status")))
+    assert "10/8 trials" in status and f"best {best.value:.6g} (#{best.number})" in status
+    assert any(row.split()[:2] == [str(best.number), f"{best.value:.5f}"] for row in status.splitlines()), status
