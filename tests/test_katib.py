@@ -143,7 +143,8 @@ def test_a_tuned_cell_exports_as_an_experiment_whose_trial_replays_a_notebook_tr
     assert ApiClient().sanitize_for_serialization(ApiClient()._ApiClient__deserialize(job, "V1Job")) == job
     assert "kubectl" not in (folder / "Dockerfile").read_text()
     requirements = (folder / "requirements.txt").read_text().split()
-    assert any(r.startswith("numpy==") for r in requirements) and any(r.startswith("optuna==") for r in requirements)
+    for package in ("numpy", "optuna", "hpt-jupyter", "cloudpickle"):  # what loading the cell needs
+        assert any(r.lower().startswith(f"{package}==") for r in requirements), (package, requirements)
 
     # The exported trial, in a fresh interpreter, with a notebook trial's values: the same score.
     trial = kernel.value("(lambda t: (t.params, t.value))(tune.runs['Katib_Demo'].trials()[1])")
@@ -211,6 +212,14 @@ def test_a_clusters_trials_come_back_into_the_study_and_their_best_is_injected(k
     assert kernel.value("(x, kind)") == (0.25, "a")  # the cluster's best, injected
     assert "Injected x=0.25, kind='a'. Refit: the cell ran once more" in reply.stdout
     assert "8/4 trials · best 0.1 (#4)" in kernel.run("%tune status Katib_Demo").stdout
+
+    # A newer list of the same experiment: what came before is not imported twice.
+    trials.append(_katib_trial("katib-demo-f6", 0.2, "b", "Succeeded", "0.05"))
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": trials}))
+    again = kernel.run(f"%tune import Katib_Demo --katib {path}")
+    assert "imported 1 Katib trials (1 complete); 1 had not finished and were left out; 4 imported before were " \
+           "skipped" in again.stdout, again.stdout
+    assert kernel.value("len(tune.runs['Katib_Demo'].trials(states=None))") == 9
 
     path.write_text(json.dumps({"items": [{"kind": "Trial", "metadata": {"name": "t"}, "spec": {},
                                            "status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}]}))

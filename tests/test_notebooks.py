@@ -318,6 +318,9 @@ def test_to_katib_notebook_exports_an_experiment_replays_its_trial_and_imports_a
                                                           "requirements.txt", "space.json", "trial.py"]
     document = yaml.safe_load((folder / "experiment.yaml").read_text())
     assert isinstance(document, dict) and webhook_problems(document) == []
+    # What loading the cell in the image needs: the cell's functions came from scikit-learn.
+    requirements = [line.split("==")[0].lower() for line in (folder / "requirements.txt").read_text().split()]
+    assert {"scikit-learn", "hpt-jupyter", "optuna", "cloudpickle"} <= set(requirements), requirements
     spec = document["spec"]
     assert spec["algorithm"]["algorithmName"] in KNOWN_ALGORITHMS
     assert document["metadata"] == {"name": "wine-katib", "namespace": "kubeflow"}

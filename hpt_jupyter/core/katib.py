@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+import types
+from typing import Any, Collection
 
 from ..errors import TuneError
 from .space import ChoiceParam, FloatParam, IntParam, Param
@@ -200,6 +201,7 @@ def _distributions(names: set[str]) -> list[str]:
     from importlib import metadata
 
     found = metadata.packages_distributions()
+    found.setdefault("hpt_jupyter", ["hpt-jupyter"])  # an editable install is not in that map
     pins = set()
     for module in names:
         for distribution in found.get(module, []):
@@ -224,12 +226,17 @@ def _modules_used(run: Any) -> set[str]:
         from .executors.shipping import names_read
 
         for name in names_read(cell.code):
-            value = cell.namespace.get(name)
-            module = getattr(type(value), "__module__", "") or ""
-            if name in cell.namespace and module and module != "builtins":
+            if name not in cell.namespace:
+                continue
+            value = cell.namespace[name]
+            if isinstance(value, types.ModuleType):  # `import numpy as np`
+                module = value.__name__
+            elif isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):  # `from x import f`
+                module = getattr(value, "__module__", "") or ""
+            else:  # an instance: its class's package (a DataFrame: pandas)
+                module = getattr(type(value), "__module__", "") or ""
+            if module and module not in ("builtins", "__main__"):
                 modules.add(module.split(".")[0])
-            if getattr(value, "__name__", None) and hasattr(value, "__spec__"):  # an imported module
-                modules.add(value.__name__.split(".")[0])
     return modules
 
 
@@ -275,6 +282,9 @@ def export(run: Any, directory: str, *, image: str | None = None, namespace: str
     for knob in partial:
         comments.append(f"{knob} is declared by only some trials in the notebook; Katib samples it in every "
                         "trial (the cell ignores it where it does not declare it).")
+    if run.max_failures is not None:
+        comments.append(f"--max-failures {run.max_failures} ends a study after that many failures in a row; Katib's "
+                        f"maxFailedTrialCount {run.max_failures} counts them in all.")
     median = None
     if run.pruner_name.startswith("median"):
         median = {"min_trials_required": 3, "start_step": 4}
@@ -316,7 +326,10 @@ def export(run: Any, directory: str, *, image: str | None = None, namespace: str
         out.write("\n".join(_distributions(_modules_used(run))) + "\n")
     python = f"{sys.version_info.major}.{sys.version_info.minor}"  # a pickled cell loads in the same Python
     with open(paths["dockerfile"], "w") as out:
-        out.write(f"FROM python:{python}-slim\nWORKDIR /app\nCOPY requirements.txt .\n"
+        out.write(f"FROM python:{python}-slim\nWORKDIR /app\n"
+                  "# requirements.txt pins hpt-jupyter: where your package index does not have it, put its\n"
+                  "# wheel here (pip wheel --no-deps hpt-jupyter), COPY it in and pip install it first.\n"
+                  "COPY requirements.txt .\n"
                   "RUN pip install --no-cache-dir -r requirements.txt\n"
                   "COPY trial.py cell.pkl space.json ./\n")
     return paths
@@ -347,11 +360,12 @@ def _value_of(param: Param, text: str) -> Any:
     return int(text) if isinstance(param, IntParam) else float(text)
 
 
-def read_trials(path: str, space: dict[str, Param]) -> tuple[list[Any], int]:
+def read_trials(path: str, space: dict[str, Param], known: Collection[str] = ()) -> tuple[list[Any], int, int]:
     """The finished trials of a Katib trials file (``kubectl get trials -l
     katib.kubeflow.org/experiment=NAME -o json``, or a list of the SDK's trials, each optionally
     with an ``observationLog``: the SDK's ``get_trial_metrics`` list) as Optuna trials, and how
-    many were left out because they had not finished. A file that is not one is one TuneError."""
+    many were left out because they had not finished or were ``known`` (imported before). A
+    file that is not one is one TuneError."""
     import json
 
     import optuna
@@ -368,7 +382,7 @@ def read_trials(path: str, space: dict[str, Param]) -> tuple[list[Any], int]:
     items = document.get("items") if isinstance(document, dict) else document
     if not isinstance(items, list):
         raise TuneError(f"{path}: no list of trials in it; {hint}.")
-    trials, unfinished = [], 0
+    trials, unfinished, again = [], 0, 0
     for k, item in enumerate(items):
         try:
             if item.get("kind", "Trial") != "Trial":
@@ -379,6 +393,9 @@ def read_trials(path: str, space: dict[str, Param]) -> tuple[list[Any], int]:
                           if c in conditions), None)
             if state is None:
                 unfinished += 1
+                continue
+            if name in known:  # imported before (a newer list of the same experiment)
+                again += 1
                 continue
             params = {}
             for assignment in item["spec"]["parameterAssignments"]:
@@ -407,4 +424,4 @@ def read_trials(path: str, space: dict[str, Param]) -> tuple[list[Any], int]:
             state=TrialState[state], value=value, params=params,
             distributions={n: _distribution(space[n]) for n in params}, user_attrs=user_attrs,
             intermediate_values=intermediate))
-    return trials, unfinished
+    return trials, unfinished, again

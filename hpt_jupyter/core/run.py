@@ -443,7 +443,9 @@ class Run(Steering):
         if len(self.stages) > 1:
             raise TuneError(f"'{self.name}' was narrowed in the notebook; import into the study as exported, "
                             "before narrowing it.")
-        trials, unfinished = read_trials(path, self.declared_space())
+        known = {t.user_attrs["katib_trial"] for t in self.base_study.get_trials(deepcopy=False)
+                 if "katib_trial" in t.user_attrs}
+        trials, unfinished, again = read_trials(path, self.declared_space(), known)
         for trial in trials:
             self.base_study.add_trial(trial)
         added = self.base_study.get_trials(deepcopy=False)[len(self.base_study.get_trials(deepcopy=False)) - len(trials):]
@@ -458,6 +460,8 @@ class Run(Steering):
         text = f"'{self.name}': imported {len(added)} Katib trials ({counts or 'none'})"
         if unfinished:
             text += f"; {unfinished} had not finished and were left out"
+        if again:
+            text += f"; {again} imported before were skipped"
         best = self.best_trial
         return text + (f"; best {best.value:.6g} (trial #{best.number})." if best is not None else ".")
 
