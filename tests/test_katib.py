@@ -274,9 +274,9 @@ def test_auto_grid_median_pbt_and_gpus_map_to_their_katib_settings(tmp_path, mon
     assert grid["spec"]["algorithm"]["algorithmName"] == "grid" and grid["spec"]["maxTrialCount"] == 6
 
     median = _exported(tmp_path, "a = tune.float(0, 1)\nfor s in range(5):\n    tune.report(a * s, s)\na",
-                       pruner="median")
+                       pruner="median(n_startup_trials=3, n_warmup_steps=2)")
     assert median["spec"]["earlyStopping"] == {"algorithmName": "medianstop", "algorithmSettings": [
-        {"name": "min_trials_required", "value": "3"}, {"name": "start_step", "value": "4"}]}
+        {"name": "min_trials_required", "value": "3"}, {"name": "start_step", "value": "3"}]}
 
     pbt = _exported(tmp_path, "lr = tune.float(0.01, 1.0, step=0.01)\nstate = tune.restore()\n"
                               "for s in range(1, 5):\n    tune.checkpoint(s)\n    tune.report(lr * s, s)\nlr",

@@ -287,8 +287,12 @@ def export(run: Any, directory: str, *, image: str | None = None, namespace: str
                         f"maxFailedTrialCount {run.max_failures} counts them in all.")
     median = None
     if run.pruner_name.startswith("median"):
-        median = {"min_trials_required": 3, "start_step": 4}
-        comments.append("--pruner median is exported as Katib's medianstop (min_trials_required 3, start_step 4).")
+        # Optuna's median pruner judges after n_startup_trials trials, from step n_warmup_steps + 1 on.
+        pruner = run.study.pruner
+        median = {"min_trials_required": max(1, int(getattr(pruner, "_n_startup_trials", 5))),
+                  "start_step": max(1, int(getattr(pruner, "_n_warmup_steps", 0)) + 1)}
+        comments.append(f"--pruner {run.pruner_name} is exported as Katib's medianstop (min_trials_required "
+                        f"{median['min_trials_required']}, start_step {median['start_step']}).")
     elif run.pruner_name != "none":
         comments.append(f"--pruner {run.pruner_name} has no Katib counterpart: trials run to the end.")
     pbt_settings = None
