@@ -149,6 +149,10 @@ cpu_cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=
 
 
 def test_a_dask_local_cluster_gives_each_worker_its_own_gpus(gpu_kernel):
+    watched = f"{list(THREAD_VARIABLES) + ['PYTHONHASHSEED', 'MALLOC_TRIM_THRESHOLD_']}"
+    environment = f"{{k: v for k, v in __import__('os').environ.items() if k in {watched}}}"
+    before = gpu_kernel.value(environment)
+    assert "OMP_NUM_THREADS" not in before  # the fixture's kernel starts with the libraries' defaults
     _run(gpu_kernel, "local", "--backend dask --jobs 2 --gpus-per-trial 2", n=6)
     records = _records(gpu_kernel)
     assert {r["cuda"] for r in records} == {"0,1", "2,3"}
@@ -156,9 +160,7 @@ def test_a_dask_local_cluster_gives_each_worker_its_own_gpus(gpu_kernel):
     _no_device_shared_at_once(records, lambda r: r["cuda"].split(","))
     # Dask's nannies set OMP_NUM_THREADS=1 and more in the environment of the process starting
     # them; the kernel's own is put back, or later process workers would get one BLAS thread.
-    leaked = gpu_kernel.value("{k: v for k, v in __import__('os').environ.items() if k in "
-                              f"{list(THREAD_VARIABLES) + ['PYTHONHASHSEED', 'MALLOC_TRIM_THRESHOLD_']}}}")
-    assert leaked == {}
+    assert gpu_kernel.value(environment) == before
 
 
 @pytest.mark.parametrize("backend", ["process", "dask"])
