@@ -276,7 +276,7 @@ def export(run: Any, directory: str, *, image: str | None = None, namespace: str
     else:
         raise TuneError(f"--sampler {sampler} has no Katib counterpart; export with --sampler tpe, gp, cmaes, qmc, "
                         "random or grid.")
-    for knob, override in (run.overrides or {}).items():
+    for knob in run.overrides or {}:
         comments.append(f"{knob} is exported as narrowed in the notebook: {space[knob].describe()}.")
     partial = sorted(set(space) - set.intersection(*[set(t.params) for t in run.trials()] or [set(space)]))
     for knob in partial:

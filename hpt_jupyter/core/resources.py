@@ -11,6 +11,7 @@ from inside the thread.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -48,12 +49,18 @@ def visible_gpus() -> tuple[list[str], str]:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return [], "CUDA_VISIBLE_DEVICES is not set and nvidia-smi is not installed"
+    ids, problem = _listed_by(smi)
+    return list(ids), problem or f"nvidia-smi lists {len(ids)}"
+
+
+@functools.lru_cache(maxsize=4)
+def _listed_by(smi: str) -> tuple[tuple[str, ...], str | None]:
+    """The driver's GPUs, asked once per process (tune.device() may ask in every trial)."""
     try:
         listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError) as error:
-        return [], f"nvidia-smi failed ({type(error).__name__})"
-    ids = re.findall(r"^GPU (\d+):", listed, flags=re.MULTILINE)
-    return ids, f"nvidia-smi lists {len(ids)}"
+        return (), f"nvidia-smi failed ({type(error).__name__})"
+    return tuple(re.findall(r"^GPU (\d+):", listed, flags=re.MULTILINE)), None
 
 
 def usable_cores() -> list[int]:
