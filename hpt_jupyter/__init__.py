@@ -14,8 +14,16 @@ from .core.run import Event, Run
 from .core.space import tune
 from .errors import TuneError
 
-__all__ = ["tune", "start", "optimize", "compile_cell", "CompiledCell", "Run", "Event", "TuneError"]
+__all__ = ["tune", "start", "optimize", "compare", "compile_cell", "CompiledCell", "Run", "Event", "TuneError"]
 __version__ = "0.1.0"
+
+
+def compare(*studies: Any, storage: str | None = None) -> Any:
+    """Compare studies (Run objects or stored studies' names): best-so-far by trial and by time on
+    one chart, best values and parameters side by side, and where their spaces differ."""
+    from .views.compare import compare as _compare
+
+    return _compare(*studies, storage=storage)
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

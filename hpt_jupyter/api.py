@@ -153,6 +153,8 @@ def start(
     grace_period: float = DEFAULT_GRACE,
     gpus_per_trial: float | None = None,
     cpus_per_trial: int | None = None,
+    log: str | None = None,
+    warm_start: str | Sequence[str] | None = None,
 ) -> Run:
     """Start tuning ``objective`` in a background thread and return its :class:`Run`.
 
@@ -180,6 +182,10 @@ def start(
     limits each trial's BLAS, OpenMP and PyTorch thread pools to that many threads (and pins a
     worker process to as many cores of its own where they fit), so that slots do not
     oversubscribe the machine.
+    ``log="mlflow"`` (or ``"mlflow:URI"``; the URI defaults to ``MLFLOW_TRACKING_URI``) logs the
+    study as an MLflow run and each trial as a run nested under it, off the trials' path.
+    ``warm_start`` names stored studies (``"NAME"`` or ``"NAME@STORE"``) whose complete trials
+    seed this new study: the sampler learns from them and their best configurations run first.
     ``pruner`` decides when ``tune.report`` ends a trial: a name ("median", "percentile", "sha",
     "hyperband", "threshold", "patient", "wilcoxon", or "none", the default) with optional
     settings (``"hyperband(min_resource=1, reduction_factor=3)"``), or an Optuna pruner.
@@ -207,6 +213,11 @@ def start(
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
             raise TuneError(f"{option} must be a positive number of seconds, got {value!r}.")
     pruner_object, pruner_name = make_pruner(pruner)
+    tracker = None
+    if log is not None:  # a missing MLflow or a bad URI is said before any work
+        from .core.tracking import make_tracker
+
+        tracker = make_tracker(log)
     pbt = make_scheduler(scheduler, population, interval)
     if pbt is not None:
         if pruner_name != "none":
@@ -257,6 +268,7 @@ def start(
                              cpus_per_trial=cpus_per_trial)
     study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory,
                                            pruner_object)
+    store_text = resolve_storage(storage, directory)[1]
     population_scheduler = None
     if pbt is not None:
         population_scheduler = PopulationScheduler(pbt, directions[0] == "maximize",
@@ -267,7 +279,10 @@ def start(
               sampler_factory=sampler_factory, patience=patience, pruner_name=pruner_name,
               scheduler=population_scheduler, auto_stop=AutoStop(seed) if stop else None,
               storage_wait=float(storage_wait), grace_period=float(grace_period))
+    run.store = store_text
     tune._register(run)
+    if tracker is not None:
+        tracker.attach(run)
     if report:
         TextReporter(run, stream=stream)
     return run.start() if launch else run

@@ -49,7 +49,7 @@ _CONTROL_ATTRIBUTES = frozenset({
     "stop", "pause", "resume", "extend", "wait", "start", "subscribe",
     # live state and counts
     "state", "reason", "progress", "status", "eta", "elapsed", "is_alive", "started_at", "ended_at",
-    "n_finished", "n_complete", "n_failed", "n_pruned", "n_run", "n_stored", "counts",
+    "n_finished", "n_complete", "n_failed", "n_pruned", "n_run", "n_stored", "counts", "n_infeasible",
     "sampler_seconds", "objective_seconds", "failure", "failures", "warnings", "warnings_summary",
     # steering a running study is the point: these never wait for its end
     "narrow", "reset", "focus", "propose_focus", "preview", "enqueue", "enqueue_near", "narrowings",
@@ -66,12 +66,16 @@ _CONTROL_ATTRIBUTES = frozenset({
     "record", "loop_ended", "keep_unwritten", "paused_for_store", "trial_failed_elsewhere", "watched_studies",
     # the store: how long the run waits for it, what is wrong with it now
     "storage_wait", "grace_period", "storage_problem", "waiting_for_store",
+    # where the study is stored and logged
+    "store", "tracker",
 })
 # What needs the study's result: a plain cell that uses one of these waits for the study to end,
 # so Run All gives what running the cells by hand after the study gives.
 _RESULT_ATTRIBUTES = frozenset({
     "best_params", "best_value", "best_trial", "best_assignments", "best_schedule", "pareto_front",
     "lineage", "trials", "trial", "trials_dataframe", "samplers_used",
+    # a report of the study written to a file: of its result, so Run All writes the finished study
+    "report",
     # Optuna's own objects, read for their trials and best values
     "study", "base_study", "stages", "scheduler",
 })
@@ -141,6 +145,12 @@ def _parser() -> _Parser:
     p.add_argument("--target", type=float, metavar="VALUE", help="stop once the best score reaches VALUE")
     p.add_argument("--max-failures", type=int, default=5, metavar="N",
                    help="stop after N failed trials in a row (default 5; 0: never)")
+    p.add_argument("--log", metavar="mlflow[:URI]",
+                   help="log the study and each trial (a nested run) to MLflow; the URI defaults to "
+                        "MLFLOW_TRACKING_URI")
+    p.add_argument("--warm-start", nargs="+", metavar="STUDY",
+                   help="seed a new study with the complete trials of stored studies (NAME, or NAME@STORE); "
+                        "their best configurations run first")
     p.add_argument("--refit", action="store_true",
                    help="run the cell once more with the best values, so `model` etc. are the best ones")
     p.add_argument("--no-inject", action="store_true", help="leave the namespace alone when the study ends")
@@ -168,6 +178,13 @@ Steering (from the next trial on; the sampler keeps what it learnt inside the ne
   %tune reset [NAME]      search the whole declared space again
   %tune enqueue [NAME] lr=1e-3 kernel=rbf
                           try these values next (the sampler picks the knobs not given)
+Sharing and comparing:
+  %tune report [NAME] FILE.html
+                          one HTML file with the summary, the trial table and the charts
+                          (opens in any browser, offline)
+  %tune compare A B ... [--storage URL]
+                          best-so-far of several studies on one chart, their best values and
+                          parameters side by side, and where their spaces differ
 To a Kubeflow cluster:
   %tune export [NAME] --katib DIR [--image IMAGE] [--namespace NS]
                           write a Katib Experiment running this cell (experiment.yaml, trial.py...)
@@ -293,7 +310,11 @@ class Coordinator:
             return
         trial = run.best_trial
         if trial is None:
-            print(f"'{run.name}': no trial completed, so nothing was injected.", flush=True)
+            if run.n_complete and run.n_infeasible >= run.n_complete:
+                print(f"'{run.name}': none of its {run.n_complete} complete trials kept its constraints "
+                      "(tune.constraint(value) with value <= 0), so nothing was injected.", flush=True)
+            else:
+                print(f"'{run.name}': no trial completed, so nothing was injected.", flush=True)
             return
         values = {k: v for k, v in run.best_assignments().items() if k.isidentifier() and not keyword.iskeyword(k)}
         if inject:
@@ -306,6 +327,9 @@ class Coordinator:
             try:
                 run.cell.refit(run.best_params)
                 message += " Refit: the cell ran once more with these values."
+                if run.tracker is not None:  # --log: the refit model goes to the study's parent run
+                    run.tracker.log_refit({name: self.shell.user_ns[name] for name in sorted(run.cell.assigned_names)
+                                           if name in self.shell.user_ns})
             except Exception as error:  # noqa: BLE001 - report, keep the injected values
                 message += f" Refit failed: {type(error).__name__}: {error}"
         print(message, flush=True)
@@ -454,7 +478,7 @@ class TuneMagics(Magics):
             patience=args.patience, storage_wait=args.storage_wait, grace_period=args.grace_period,
             scheduler=args.scheduler, population=args.population,
             interval=args.interval, stop=args.stop, gpus_per_trial=args.gpus_per_trial,
-            cpus_per_trial=args.cpus_per_trial,
+            cpus_per_trial=args.cpus_per_trial, log=args.log, warm_start=args.warm_start,
         )
         self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
         bridge = bridge_of(shell)
@@ -508,6 +532,12 @@ class TuneMagics(Magics):
         if command == "export":
             self._export(rest)
             return
+        if command == "report":
+            self._report(rest)
+            return
+        if command == "compare":
+            self._compare(rest)
+            return
         if command == "import":
             parser = _Parser(prog="%tune import", add_help=False)
             parser.add_argument("name", nargs="?")
@@ -519,7 +549,7 @@ class TuneMagics(Magics):
             return
         if command not in ("status", "stop", "pause", "resume", "wait", "reset"):
             raise TuneError(f"%tune {command}: unknown command; use list, status, stop, pause, resume, more N, "
-                            "wait, narrow, focus, reset, enqueue, export, import.")
+                            "wait, narrow, focus, reset, enqueue, report, compare, export, import.")
         if len(rest) > 1:
             raise TuneError(f"%tune {command} takes at most one study name, got {' '.join(rest)}.")
         run = self._run_named(rest[0] if rest else None)
@@ -547,6 +577,33 @@ class TuneMagics(Magics):
             if run.is_alive:  # widgets stay alive; interrupt: stop gracefully
                 self.coordinator.wait_saying(run, "(%tune wait)")
             self.coordinator.inject_now(run)
+
+    def _report(self, rest: list[str]) -> None:
+        """``%tune report [NAME] FILE.html``."""
+        if not rest or len(rest) > 2 or not rest[-1].lower().endswith((".html", ".htm")):
+            raise TuneError("%tune report [NAME] FILE.html: name the file to write, e.g. %tune report study.html.")
+        run = self._run_named(rest[0] if len(rest) == 2 else None)
+        if run.is_alive:  # a report of the finished study, as Run All would write it
+            self.coordinator.wait_saying(run, "(%tune report)")
+        path = run.report(rest[-1])
+        print(f"'{run.name}': report written to {path} ({os.path.getsize(path) / 1e6:.1f} MB; "
+              "opens in any browser, offline).", flush=True)
+
+    def _compare(self, rest: list[str]) -> None:
+        """``%tune compare A B ... [--storage URL]``."""
+        from IPython.display import display
+
+        from .views.compare import compare
+
+        parser = _Parser(prog="%tune compare", add_help=False)
+        parser.add_argument("names", nargs="+")
+        parser.add_argument("--storage", metavar="URL")
+        args = parser.parse_args(rest)
+        for name in args.names:  # a study of this kernel still running is compared when it ends
+            run = tune.runs.get(name)
+            if run is not None and run.is_alive:
+                self.coordinator.wait_saying(run, "(%tune compare)")
+        display(compare(*args.names, storage=args.storage))
 
     def _export(self, rest: list[str]) -> None:
         """``%tune export [NAME] --katib DIR [--image IMAGE] [--namespace NS]``."""

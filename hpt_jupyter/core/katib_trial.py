@@ -61,6 +61,9 @@ class KatibContext:
     def cv_scores(self, scores: list[float]) -> None:
         return None
 
+    def constraint(self, name: str | None, value: float) -> None:
+        return None  # Katib has no constraints: the experiment optimises the score alone
+
     def checkpoint(self, blob: bytes) -> None:
         if self.checkpoints is not None:
             os.makedirs(self.checkpoints, exist_ok=True)

@@ -144,11 +144,14 @@ class Run(Steering):
         self._unwritten: list[Callable[[], Any]] = []  # results the store could not take: written on resume
         self._waiting_for_store = False  # ended because the store stayed away: resume() starts it again
         self._store_unsubscribe: Callable[[], None] | None = None
+        self.store = ""  # where the study is stored, as the start line says it (no password)
+        self.tracker: Any = None  # --log mlflow: the tracker that logs this run's trials
 
         self._init_steering(study, sampler_factory)
 
         # One read of the stored history; from here on the run counts in memory.
         self.counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
+        self.n_infeasible = 0  # complete trials that broke a tune.constraint (never the best)
         self._next_number = 0
         self.space.update(_space_of(self.stages, self.overrides))
         for trial in self.trials(states=None):
@@ -287,7 +290,7 @@ class Run(Steering):
         """The complete trials no other complete trial beats in every objective."""
         from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
 
-        return _get_pareto_front_trials_by_trials(self.trials(), self.base_study.directions)
+        return _get_pareto_front_trials_by_trials(self.trials(), self.base_study.directions, consider_constraint=True)
 
     def trials(self, states: tuple[TrialState, ...] | None = (TrialState.COMPLETE,)) -> list[FrozenTrial]:
         """Every trial of the run's history, across narrowings, numbered run-wide (copies seeded
@@ -359,13 +362,17 @@ class Run(Steering):
         done = self.n_finished
         budget = f"/{self.budget}" if self.budget is not None else ""
         best = self.best_value
-        if best is None:
+        if best is None and self.n_complete and self.n_infeasible >= self.n_complete:
+            best_text = f"no feasible trial yet (all {self.n_complete} complete broke a constraint)"
+        elif best is None:
             best_text = "no complete trial yet"
         elif self.is_multi_objective:
             best_text = f"{len(self.pareto_front())} on the Pareto front"
         else:
             best_text = f"best {best:.6g} (#{self._best.number})"
         parts = [f"{done}{budget} trials", best_text]
+        if self.n_infeasible and best is not None:
+            parts.append(f"{self.n_infeasible} infeasible")
         if self.n_pruned:
             parts.append(f"{self.n_pruned} pruned")
         if self.n_failed:
@@ -464,6 +471,14 @@ class Run(Steering):
             text += f"; {again} imported before were skipped"
         best = self.best_trial
         return text + (f"; best {best.value:.6g} (trial #{best.number})." if best is not None else ".")
+
+    def report(self, path: str) -> str:
+        """Write one self-contained HTML file (the summary, the best trial, the trial table and
+        the dashboard's charts) that opens in any browser without a kernel or a network;
+        returns its path."""
+        from ..views.report import write_report
+
+        return write_report(self, path)
 
     def slots_text(self) -> str:
         """`` · 4 process slots · 1 GPU each`` where trials do not run one at a time in the
@@ -748,7 +763,10 @@ class Run(Steering):
 
     def _consider_best(self, trial: FrozenTrial) -> bool:
         """Note a complete trial; True when it improved the best (for several objectives:
-        when no trial so far dominates it)."""
+        when no trial so far dominates it). A trial that broke a constraint never does."""
+        if any(v > 0 for v in trial.constraints.values()):
+            self.n_infeasible += 1
+            return False
         if len(self.directions) > 1:
             return self._onto_front(trial.values)
         if self._best is None:

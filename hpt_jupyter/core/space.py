@@ -191,7 +191,7 @@ class TrialContext:
     a worker process, on the worker's behalf (a remote trial asks its knobs here)."""
 
     __slots__ = ("trial", "run", "declared", "assigned", "sampler_seconds", "lock", "reseed", "plan",
-                 "scheduler", "store_lost", "devices", "placement")
+                 "scheduler", "store_lost", "devices", "placement", "constraints")
 
     def __init__(self, trial: optuna.Trial, run: KnobRecorder | None, lock: Any = None,
                  reseed: Callable[[str], Any] | None = None, plan: Plan | None = None,
@@ -209,6 +209,7 @@ class TrialContext:
         self.store_lost: StoreUnavailable | None = None  # the store stayed away during this trial
         self.devices: list[str] | None = None  # tune.device(): the slot's GPUs (thread slots)
         self.placement = ""  # where the trial runs, for the table: "GPU 2", "CPUs 0-1"
+        self.constraints: set[str] = set()  # names of the tune.constraint values this trial set
 
     def _lost_store(self) -> _NotingStoreLoss:
         return _NotingStoreLoss(self)
@@ -263,6 +264,13 @@ class TrialContext:
     def should_prune(self) -> bool:
         with self.lock, self._lost_store():
             return self.scheduler.should_stop(self.plan, self.trial)
+
+    def constraint(self, name: str | None, value: float) -> None:
+        """Keep a ``tune.constraint`` value as Optuna's constraint of the trial, where the
+        samplers that model constraints (TPE, GP, NSGA-II) and ``study.best_trial`` read it."""
+        key = constraint_key(name, self.constraints)
+        with self.lock, self._lost_store():
+            self.trial.set_constraint(key, value)
 
     def cv_scores(self, scores: list[float]) -> None:
         """Keep the trial's cross-validation fold scores, where Optuna's Terminator reads them."""
@@ -335,6 +343,9 @@ class FixedContext:
     def cv_scores(self, scores: list[float]) -> None:
         return None
 
+    def constraint(self, name: str | None, value: float) -> None:
+        return None  # a refit replays the best feasible trial: nothing to judge
+
     def checkpoint(self, blob: bytes) -> None:
         return None
 
@@ -343,6 +354,17 @@ class FixedContext:
 
 
 _local = threading.local()
+
+
+def constraint_key(name: str | None, taken: set[str]) -> str:
+    """The key of a trial's next constraint: its ``name=``, else its position ("0", "1", ...);
+    a name used twice in one trial is the user's mistake, said as such."""
+    key = name if name is not None else str(len(taken))
+    if key in taken:
+        raise TuneError(f"tune.constraint(name={key!r}) is set twice in one trial; give each constraint "
+                        "its own name, or leave name= out.")
+    taken.add(key)
+    return key
 
 
 def current_context() -> TrialContext | FixedContext | None:
@@ -423,6 +445,22 @@ class Tune:
         if len(values) < 2:
             raise TuneError(f"tune.cv_scores needs the scores of 2 folds or more, got {len(values)}.")
         _context_or_error("cv_scores").cv_scores(values)
+
+    def constraint(self, value: _float, *, name: str | None = None) -> None:
+        """A limit a good model must respect: the trial is feasible when every ``value`` it
+        gives is <= 0 (``tune.constraint(latency_ms - 50)``: at most 50 ms). Samplers that model
+        constraints (TPE, GP, NSGA-II, and ``auto``) steer toward feasible trials; the best
+        trial, the injected values and ``--refit`` are the best feasible one."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TuneError(f"tune.constraint needs a number (feasible when <= 0), got {type(value).__name__}: "
+                            f"{value!r}.")
+        number = _float(value)
+        if math.isnan(number):
+            raise TuneError("tune.constraint got NaN: give a number, feasible when <= 0 "
+                            "(e.g. tune.constraint(size_mb - 100)).")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TuneError(f"tune.constraint's name= must be a non-empty string, got {name!r}.")
+        _context_or_error("constraint").constraint(name, number)
 
     def checkpoint(self, state: Any) -> None:
         """Save the training state of this step (a model, an optimiser, the epoch: anything

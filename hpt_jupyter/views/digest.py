@@ -34,6 +34,13 @@ class Row(NamedTuple):
     intermediate: tuple[tuple[int, float], ...] = ()
     member: int | None = None  # population-based training: the member this segment trained
     placement: str = ""  # the GPUs (or cores) it ran on, where the run handed them out
+    # tune.constraint: how far it broke its constraints (the sum of their positive values; 0 when
+    # it kept them all or has none). A complete trial with a violation is infeasible: never best.
+    violation: float = 0.0
+
+    @property
+    def feasible(self) -> bool:
+        return self.violation <= 0.0
 
 
 def plot_coordinate(value: Any, categorical: bool) -> float | str:
@@ -110,6 +117,14 @@ class SeriesSample:
                 np.concatenate((self._y[: self._n], self._better_y)))
 
 
+def constraint_violation(trial: FrozenTrial) -> float:
+    """The sum of a trial's positive ``tune.constraint`` values (Optuna's own measure); 0.0 when
+    it kept them all or has none."""
+    if not trial.system_attrs:
+        return 0.0
+    return float(sum(v for v in trial.constraints.values() if v is not None and v > 0))
+
+
 def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     """``a`` is at least as good as ``b`` everywhere and better somewhere (values signed so
     that smaller is better)."""
@@ -149,6 +164,8 @@ class Digest:
         self._top = RankedRows(top, lambda row: (sign * row.values[0], row.number))  # single objective
         self.front: list[Row] = []  # the Pareto front (several objectives)
         self.reporters: deque[Row] = deque(maxlen=reporters)  # latest trials with intermediate values
+        self.constrained = False  # some trial broke a tune.constraint
+        self.n_infeasible = 0  # complete trials that broke one
 
     # --- folding ---------------------------------------------------------------------
 
@@ -163,8 +180,11 @@ class Digest:
         segment = trial.user_attrs.get(PBT_KEY) if trial.user_attrs else None
         member = segment.get("member") if isinstance(segment, dict) else None
         placement = trial.system_attrs.get(PLACEMENT_KEY, "") if trial.system_attrs else ""
+        violation = constraint_violation(trial)
+        if violation:
+            self.constrained = True
         return Row(trial.number, _STATE_NAMES[trial.state], tuple(values) if values is not None else None, params,
-                   seconds, tuple(sorted(reported.items())) if reported else (), member, placement)
+                   seconds, tuple(sorted(reported.items())) if reported else (), member, placement, violation)
 
     def fold(self, trials: Iterable[FrozenTrial]) -> list[Row]:
         """Fold finished trials in; returns their rows."""
@@ -186,6 +206,8 @@ class Digest:
                     self.failed.append(row.number)
                 continue
             complete.append(row)
+            if not row.feasible:
+                self.n_infeasible += 1
             if self.multi:
                 self._fold_front(row)
             else:
@@ -197,14 +219,16 @@ class Digest:
         return rows
 
     def _fold_single(self, row: Row) -> None:
+        """An infeasible trial is plotted (views mark it) but is never the best nor in the top."""
         value = row.values[0]
         sign = self.signs[0]
-        improved = self.best is None or sign * value < sign * self.best.values[0]
+        improved = row.feasible and (self.best is None or sign * value < sign * self.best.values[0])
         if improved:
             self.best = row
             self.best_steps.append((float(row.number), value))
         self.last_number = max(self.last_number, float(row.number))
-        self._top.add(row)
+        if row.feasible:
+            self._top.add(row)
         self.history.add(float(row.number), value, improved)
         outcome = self.kept.add(row, improved)
         if outcome == "thinned":
@@ -214,6 +238,8 @@ class Digest:
 
     def _fold_front(self, row: Row) -> None:
         self.history.add(float(row.values[0]), float(row.values[1]))
+        if not row.feasible:
+            return
         signed = tuple(s * v for s, v in zip(self.signs, row.values))
         front = self.front
         for member in front:

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from ...errors import TuneError
-from ..space import ChoiceParam, Param, TrialContext, set_context
+from ..space import ChoiceParam, Param, TrialContext, constraint_key, set_context
 from ..trial_warnings import activate, deactivate, enter, leave, note_remote
 from .base import Outcome
 from .sharing import MappedData
@@ -69,6 +69,9 @@ def serve_trial(conn: Any, context: TrialContext, deadline: float | None, known:
                 continue  # no answer: the worker goes on training
             elif kind == "cv_scores":
                 context.cv_scores(message[1])
+                continue
+            elif kind == "constraint":  # named by the worker, which said a repeated name at its line
+                context.constraint(message[1], message[2])
                 continue
             elif kind == "restore":
                 reply = ("ok", context.restore())
@@ -208,6 +211,7 @@ class RemoteContext:
         self.remote = segment  # a PBT segment: tune.checkpoint sends its state to the kernel
         self.lock = threading.RLock()  # reentrant: a warning raised mid-request is sent from inside it
         self.assigned: dict[str, Any] = {}
+        self.constraints: set[str] = set()  # tune.constraint names this trial set
         self.trial = RemoteTrial(self, number)
 
     def ask(self, *request: Any) -> Any:
@@ -239,6 +243,9 @@ class RemoteContext:
 
     def cv_scores(self, scores: list[float]) -> None:
         self.send("cv_scores", scores)
+
+    def constraint(self, name: str | None, value: float) -> None:
+        self.send("constraint", constraint_key(name, self.constraints), value)
 
     def checkpoint(self, blob: bytes) -> None:
         if self.remote:
