@@ -17,9 +17,11 @@ from .core.pbt import (FileCheckpoints, MemoryCheckpoints, PBTSettings, Populati
 from .core.pruners import make_pruner
 from .core.resilient import DEFAULT_LIMIT
 from .core.run import NARROWINGS_KEY, Run
+from .core.steered import COPY_KEY
 from .core.samplers import make_sampler
 from .core.space import tune
 from .core.stopping import AutoStop, check_stop
+from .core.warm import read_sources, seed_study, stored_warm_start
 from .core.storage import fail_orphaned_trials, resolve_storage, store_file, this_owner
 from .errors import TuneError
 from .views.text import TextReporter
@@ -113,7 +115,7 @@ def open_study(name: str, storage_spec: str | None, directions: list[str], sampl
         narrowed = [(optuna.load_study(study_name=entry["study"], storage=study._storage), entry["seeded"],
                      entry["base"]) for entry in log]
         orphans = fail_orphaned_trials(study, narrowed)
-    stored = len(study.get_trials(deepcopy=False))
+    stored = sum(COPY_KEY not in t.system_attrs for t in study.get_trials(deepcopy=False))  # a warm start's copies are not its own
     opened = f"resumed from {where} ({stored} stored trials"
     if orphans:
         opened += f"; trial {', '.join(map(str, orphans))} was cut off by a kernel restart: marked failed"
@@ -260,6 +262,12 @@ def start(
                                 budget, time_budget)[0]
 
         sampler_factory = narrowed_sampler
+    sources = None
+    if warm_start is not None:  # the earlier studies are read and checked before this one is touched
+        if pbt is not None:
+            raise TuneError("--warm-start seeds a sampler; --scheduler pbt trains its members from scratch "
+                            "(no checkpoints carry over): drop one of them.")
+        sources = read_sources(warm_start, directions, storage, directory, name)
     if n_trials is None and timeout is None and not isinstance(sampler_object, optuna.samplers.GridSampler):
         n_trials = DEFAULT_TRIALS
     # Before the study is touched: a name the workers cannot receive is one message, nothing starts.
@@ -269,6 +277,8 @@ def start(
     study, opened, persistent = open_study(name, storage, directions, sampler_object, mode, directory,
                                            pruner_object)
     store_text = resolve_storage(storage, directory)[1]
+    if sources is not None:
+        opened = _warm_started(study, sources, cell, opened)
     population_scheduler = None
     if pbt is not None:
         population_scheduler = PopulationScheduler(pbt, directions[0] == "maximize",
@@ -286,6 +296,21 @@ def start(
     if report:
         TextReporter(run, stream=stream)
     return run.start() if launch else run
+
+
+def _warm_started(study: optuna.Study, sources: list, cell: CompiledCell | None, opened: str) -> str:
+    """Seed a new study from ``sources``; a resumed one keeps what it carried over before."""
+    warm = stored_warm_start(study)
+    if warm is None:
+        own = len(study.get_trials(deepcopy=False))
+        if own:
+            return (f"{opened}; --warm-start not applied: the study resumes with its own {own} trials "
+                    "(--fresh starts it over, warm)")
+        declared, computed = ({}, None) if cell is None else (
+            {d.name: d.param for d in cell.declarations if d.name and d.param is not None},
+            {d.name for d in cell.declarations if d.name and d.param is None})
+        warm = seed_study(study, sources, declared, computed)
+    return f"{opened}; {warm.describe()}"
 
 
 def _checkpoints_of(study: optuna.Study, storage: str | None,

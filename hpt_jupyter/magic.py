@@ -67,7 +67,7 @@ _CONTROL_ATTRIBUTES = frozenset({
     # the store: how long the run waits for it, what is wrong with it now
     "storage_wait", "grace_period", "storage_problem", "waiting_for_store",
     # where the study is stored and logged
-    "store", "tracker",
+    "store", "tracker", "warm_start",
 })
 # What needs the study's result: a plain cell that uses one of these waits for the study to end,
 # so Run All gives what running the cells by hand after the study gives.
@@ -480,6 +480,9 @@ class TuneMagics(Magics):
             interval=args.interval, stop=args.stop, gpus_per_trial=args.gpus_per_trial,
             cpus_per_trial=args.cpus_per_trial, log=args.log, warm_start=args.warm_start,
         )
+        if run.warm_start is not None and not args.quiet:  # each mismatch of the earlier studies, once
+            for note in run.warm_start.notes:
+                print(f"'{run.name}' warm start: {note}.", flush=True)
         self.coordinator.watch(run, inject=not args.no_inject, refit=args.refit)
         bridge = bridge_of(shell)
         if bridge is not None:  # the sidebar's "go to cell": the cell JupyterLab said it ran

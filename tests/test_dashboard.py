@@ -196,7 +196,8 @@ def test_pareto_front_for_several_objectives(kernel):
     assert 0 < len(front) < len(values)  # some trials are dominated
 
     def drawn(found: dict[str, dict]) -> tuple[list, list]:
-        points, _, on_front = _figure_marks(found, "Pareto front")  # every trial, the best line (unused), the front
+        # every trial, the best line (unused), the front, the infeasible trials (none here)
+        points, _, on_front, _ = _figure_marks(found, "Pareto front")
         return _points(points), _points(on_front)
 
     states = _widgets_once(kernel, cell.msg_id, lambda found: drawn(found) == (sorted(values), front),

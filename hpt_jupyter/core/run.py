@@ -34,6 +34,7 @@ from .steered import NARROWINGS_KEY, Stage, Steering, _same, _space_of
 from .score import short_failure
 from .storage import TRACEBACK_KEY, set_lease
 from .trial_warnings import TrialSink, TrialWarning, WarningLog
+from .warm import stored_warm_start
 
 __all__ = ["Run", "Event", "Stage", "NARROWINGS_KEY", "FINAL_STATES", "FINISHED", "PAUSED", "READY",
            "RUNNING", "STOPPING", "TRACEBACK_KEY"]
@@ -148,6 +149,11 @@ class Run(Steering):
         self.tracker: Any = None  # --log mlflow: the tracker that logs this run's trials
 
         self._init_steering(study, sampler_factory)
+        # --warm-start: the study's first trials are copies of earlier studies' (the sampler's
+        # knowledge, not this study's own trials)
+        self.warm_start = stored_warm_start(study)
+        if self.warm_start is not None:
+            self.stages[0].seeded = self.warm_start.carried
 
         # One read of the stored history; from here on the run counts in memory.
         self.counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}

@@ -248,7 +248,9 @@ class Steering:
             optuna.logging.set_verbosity(level)
         declared = self.declared_space()
         seeds = []
-        for trial in self.trials():
+        carried = [t for t in self.stages[0].study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                   if COPY_KEY in t.system_attrs]  # a warm start's trials: the sampler keeps them too
+        for trial in [*self.trials(), *carried]:
             if not all(contains(p, trial.params[n]) for n, p in overrides.items() if n in trial.params):
                 continue
             try:

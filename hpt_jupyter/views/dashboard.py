@@ -31,6 +31,7 @@ from .steer_panel import SteerPanel
 
 _PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#1b7c83", "#57606a"]
 _PRUNED_COLOUR = "#8c959f"
+_INFEASIBLE_COLOUR = "#d1242f"  # broke a tune.constraint
 
 # The trial table's look: a header that stays in view, numbers right-aligned in even columns.
 _TABLE_STYLE = (
@@ -228,7 +229,11 @@ class Dashboard:
         self.history_x_axis = bqplot.Axis(scale=x_scale, label="objective 0" if multi else "trial",
                                           tick_format="~g" if multi else "d", num_ticks=8)
         self.history_y_axis = _value_axis(y_scale, "objective 1" if multi else "value")
-        self.history = _figure([self.points, self.best_line, self.front], [self.history_x_axis, self.history_y_axis],
+        # Trials that broke a tune.constraint: a red cross over their grey point (never the best).
+        self.infeasible = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, marker="cross",
+                                         default_size=28, colors=[_INFEASIBLE_COLOUR])
+        self.history = _figure([self.points, self.best_line, self.front, self.infeasible],
+                               [self.history_x_axis, self.history_y_axis],
                                "Pareto front" if multi else "optimisation history (grey: trials, blue: best so far)")
         # One outlier must not squash the band that matters: a robust range by default.
         self.value_range = widgets.ToggleButtons(
@@ -930,7 +935,9 @@ class Dashboard:
         colour = _STATE_COLOURS.get(run.state, "#57606a")
         ended = run.state in FINAL_STATES and not run.is_alive
         best = run.best_trial
-        if best is None:
+        if best is None and run.n_complete and run.n_infeasible >= run.n_complete:
+            best_text = f"<span style='color:{_INFEASIBLE_COLOUR}'>no feasible trial yet</span>"
+        elif best is None:
             best_text = "no complete trial yet"
         elif run.is_multi_objective:
             best_text = f"{front_size} trials on the Pareto front"
@@ -942,12 +949,15 @@ class Dashboard:
             counts.append(f"<span style='color:{_PRUNED_COLOUR}'>{run.n_pruned} pruned</span>")
         if run.n_failed:
             counts.append(f"<span style='color:#cf222e'>{run.n_failed} failed</span>")
+        if run.n_infeasible:
+            counts.append(f"<span style='color:{_INFEASIBLE_COLOUR}'>{run.n_infeasible} infeasible</span>")
         eta = run.eta()
         if ended:
             timing = duration(run.elapsed)
         else:  # whole seconds while running: the header then changes (and is sent) once a second
             timing = duration(float(int(run.elapsed))) + (f" · ETA {duration(float(int(eta)))}" if eta else "")
-        state = html.escape(run.state) + (f": {html.escape(run.reason)}" if ended and run.reason else "")
+        shown_reason = ended and run.reason and run.reason != run.state  # not "stopped: stopped"
+        state = html.escape(run.state) + (f": {html.escape(run.reason)}" if shown_reason else "")
         first = [f"<b>{html.escape(run.name)}</b>", f"<span style='color:{colour}'>&#9679; {state}</span>",
                  f"{run.n_finished}{budget} trials" + (f" ({', '.join(counts)})" if counts else ""),
                  best_text, timing]
@@ -955,6 +965,10 @@ class Dashboard:
         if problem and not ended:  # the run waits for its store: say so where the eye is
             first.insert(2, f"<span class='hpt-storage-problem' style='color:#9a6700'>&#9888; "
                             f"{html.escape(problem)}</span>")
+        tracking = run.tracker.problem if run.tracker is not None else None
+        if tracking:  # logging waits for its server; the study goes on regardless
+            first.append(f"<span class='hpt-tracking-problem' style='color:#9a6700'>&#9888; "
+                         f"{html.escape(tracking)}</span>")
         if not ended:
             self._samplers_used = {}
         if ended and isinstance(run.study.sampler, AutoSampler) and not run.waiting_for_store:
@@ -966,7 +980,8 @@ class Dashboard:
         per_trial = run.sampler_seconds / run.n_run * 1000 if run.n_run else 0.0
         where = run.slots_text().lstrip(" ·") or "one trial at a time in the kernel"
         details = [sampler, "/".join(run.directions), run.scheduler_text().lstrip(" ·"), where,
-                   run.opened, f"sampler {per_trial:.1f} ms/trial"]
+                   run.opened, f"logging to {run.tracker.describe()}" if run.tracker is not None else "",
+                   f"sampler {per_trial:.1f} ms/trial"]
         return ("<div class='hpt-header' style='font-family:var(--jp-ui-font-family, sans-serif);line-height:1.5'>"
                 "<div class='hpt-header-main' style='font-size:14px'>" + " · ".join(first) + "</div>"
                 "<div class='hpt-header-details' style='color:#57606a;font-size:12px'>"
@@ -983,13 +998,21 @@ class Dashboard:
             if steps != self._line_steps or now - self._line_moved >= 1.0 or not self.run.is_alive:
                 self._line_end, self._line_moved, self._line_steps = digest.last_number, now, steps
             marked = digest.best_line(until=self._line_end)
-        return digest.history_xy(), marked
+        infeasible = digest.infeasible.xy() if digest.constrained else None
+        return digest.history_xy(), marked, infeasible
 
     def _draw_history(self, taken: tuple) -> None:
-        (xs, ys), (marked_x, marked_y) = taken
+        (xs, ys), (marked_x, marked_y), infeasible = taken
         multi = self.run.is_multi_objective
         with self.points.hold_sync():
             self.points.x, self.points.y = xs, ys
+        if infeasible is not None:
+            with self.infeasible.hold_sync():
+                self.infeasible.x, self.infeasible.y = infeasible
+            title = "Pareto front of the feasible trials" if multi else \
+                "optimisation history (grey: trials, blue: best feasible so far, red ×: broke a constraint)"
+            if self.history.title != title:
+                self.history.title = title
         self._history_numbers = () if multi else xs  # read on a click, not converted every refresh
         line = self.front if multi else self.best_line
         with line.hold_sync():
@@ -1134,13 +1157,16 @@ class Dashboard:
         for row in shown:
             row_cells = self._row_html.get((row.number, layout))
             if row_cells is None:
-                texts = [str(row.number), row.state, *([str(row.member) if row.member is not None else ""]
+                texts = [str(row.number), row.state if row.feasible else "infeasible", *([str(row.member) if row.member is not None else ""]
                                                        if member else []), *([row.placement] if device else [])]
                 texts += [f(v) for f, v in zip(formats, row.values or (None,) * len(score_names))]
                 texts += [f(row.params.get(n)) for f, n in zip(formats[len(score_names):], names)]
                 texts.append(duration(row.seconds))
                 row_cells = self._row_html[(row.number, layout)] = cells(texts)
             style = " style='background:#ddf4ff;font-weight:600'" if row.number == best_number else ""
+            if not row.feasible:
+                style = (f" class='hpt-infeasible' style='color:{_INFEASIBLE_COLOUR}'"
+                         f" title='broke a constraint (tune.constraint) by {html.escape(_fmt(row.violation))}'")
             if row.state == "fail":
                 style = " style='color:#cf222e'"
             elif row.state == "pruned":

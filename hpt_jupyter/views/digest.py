@@ -166,6 +166,7 @@ class Digest:
         self.reporters: deque[Row] = deque(maxlen=reporters)  # latest trials with intermediate values
         self.constrained = False  # some trial broke a tune.constraint
         self.n_infeasible = 0  # complete trials that broke one
+        self.infeasible = SeriesSample(max(1, max_points // 4))  # their history points, marked apart
 
     # --- folding ---------------------------------------------------------------------
 
@@ -208,6 +209,8 @@ class Digest:
             complete.append(row)
             if not row.feasible:
                 self.n_infeasible += 1
+                x, y = (row.values[0], row.values[1]) if self.multi else (row.number, row.values[0])
+                self.infeasible.add(float(x), float(y))
             if self.multi:
                 self._fold_front(row)
             else:

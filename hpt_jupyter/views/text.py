@@ -131,6 +131,8 @@ class TextReporter:
         self._write(f"{self._close_line()}Tuning '{run.name}' · {run.sampler_name} · {'/'.join(run.directions)}"
                     f"{run.scheduler_text()} · {event.message} · running {todo}{limit} in the background"
                     f"{run.slots_text()}\n")
+        if run.tracker is not None:
+            self._write(f"  logging to {run.tracker.describe()}\n")
         self._last_print = time.monotonic()
 
     def _on_trial_finished(self, event: Event) -> None:
@@ -147,6 +149,10 @@ class TextReporter:
 
     def _on_storage(self, event: Event) -> None:
         text = event.message or "storage answering again; going on"
+        self._write(f"{self._close_line()}  '{self.run.name}': {text}\n")
+
+    def _on_tracking(self, event: Event) -> None:
+        text = event.message or "the tracking server answers again; logging goes on"
         self._write(f"{self._close_line()}  '{self.run.name}': {text}\n")
 
     def _on_paused(self, event: Event) -> None:
