@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bqplot
 import ipywidgets as widgets
@@ -25,6 +25,9 @@ from ..errors import TuneError
 from .dashboard import _PALETTE, _TABLE_STYLE, _figure, _legend, _padded, _set_ticks, _value_axis
 from .digest import constraint_violation
 from .readable import duration, number
+
+if TYPE_CHECKING:
+    import pandas
 
 MISSING = "—"  # a knob the study does not have
 _LOG_SPAN = 100.0  # best values spanning this ratio or more (two decades) are drawn on a log axis
@@ -245,7 +248,7 @@ class Comparison:
             return MISSING
         return summary.best_params.get(name)  # None: no best trial, or it did not set this knob
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pandas.DataFrame:
         """The side-by-side table: a row per fact (store, direction, counts, time in seconds,
         best value and trial) and per knob (the best trial's value; "—" where the study has no
         such knob, None where its best trial has none), a column per study."""
@@ -264,22 +267,20 @@ class Comparison:
         names = ["trials", "complete", "pruned", "failed", "infeasible"]
         return names + (["running"] if any("running" in s.counts for s in self.summaries.values()) else [])
 
-    def _rows(self) -> list[tuple[str, list[str], bool]]:
-        """The table as text: (row label, a cell per study, numeric)."""
+    def _rows(self) -> list[tuple[str, list[str]]]:
+        """The table as text: (row label, a cell per study)."""
         summaries = list(self.summaries.values())
-        rows = [("store", [s.where for s in summaries], False),
-                ("direction", [s.direction for s in summaries], False)]
-        rows += [(k, [str(s.counts.get(k, 0)) for s in summaries], True) for k in self._count_names()]
-        rows.append(("time", [duration(s.seconds) for s in summaries], True))
+        rows = [("store", [s.where for s in summaries]), ("direction", [s.direction for s in summaries])]
+        rows += [(k, [str(s.counts.get(k, 0)) for s in summaries]) for k in self._count_names()]
+        rows.append(("time", [duration(s.seconds) for s in summaries]))
         rows.append(("best value", [
             f"{_plain(s.best_value)} (#{s.best_number})" if s.best_value is not None
-            else ("no feasible trial" if s.counts["complete"] else "no complete trial") for s in summaries], True))
+            else self._no_best(s.label) for s in summaries]))
         for name in self.knob_names:
             values = [self._knob_value(s, name) for s in summaries]
             # each cell its own shortest form: the studies' columns need not line up decimals
             texts = [MISSING if v is MISSING else ("" if v is None else _plain(v)) for v in values]
-            numeric = any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-            rows.append((name, texts, numeric))
+            rows.append((name, texts))
         return rows
 
     def _winner(self) -> str | None:
@@ -300,7 +301,7 @@ class Comparison:
         body = []
         rows = self._rows()
         knobs_from = len(rows) - len(self.knob_names)
-        for index, (name, texts, numeric) in enumerate(rows):
+        for index, (name, texts) in enumerate(rows):
             if index == knobs_from and self.knob_names:
                 body.append(f"<tr><td colspan={len(self.labels) + 1} style='padding-top:6px;color:#57606a'>"
                             "the best trial's parameters</td></tr>")
@@ -308,7 +309,8 @@ class Comparison:
             for label, text in zip(self.labels, texts):
                 style = " style='background:#ddf4ff;font-weight:600'" if name == "best value" and label == winner \
                     else (" style='color:#8c959f'" if text == MISSING else "")
-                cells.append(f"<td{' class=n' if numeric else ''}{style}>{html.escape(text)}</td>")
+                # right-aligned, text too: each column is one study, read down like a card
+                cells.append(f"<td class=n{style}>{html.escape(text)}</td>")
             body.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
         return (f"{_TABLE_STYLE}<table class='hpt-compare hpt-grid'><thead><tr>{head}</tr></thead>"
                 f"<tbody>{''.join(body)}</tbody></table>")
@@ -367,18 +369,19 @@ class Comparison:
         missing = [label for label in self.labels if label not in self.lines]
         if missing:
             legend += ("<div class='hpt-legend' style='font-size:12px;color:#57606a'>no line: "
-                       + html.escape(", ".join(f"{m} ({self._rows_best(m)})" for m in missing)) + "</div>")
+                       + html.escape(", ".join(f"{m} ({self._no_best(m)})" for m in missing)) + "</div>")
         title = f"<div style='font-size:14px'><b>Comparing {html.escape(', '.join(self.labels))}</b></div>"
         if self.direction_note:
             title += f"<div class='hpt-directions' style='color:#9a6700;font-size:13px'>&#9888; " \
                      f"{html.escape(self.direction_note)}</div>"
         full = widgets.Layout(width="100%")
-        box = widgets.VBox([widgets.HTML(title), self.x_choice, widgets.HTML(legend), self.figure,
+        legend_box = widgets.HTML(legend, layout=widgets.Layout(margin="4px 0 0 16px"))
+        box = widgets.VBox([widgets.HTML(title), widgets.HBox([self.x_choice, legend_box]), self.figure,
                             widgets.HTML(self.table_html()), widgets.HTML(self.differences_html())], layout=full)
         box.add_class("hpt-compare")
         return box
 
-    def _rows_best(self, label: str) -> str:
+    def _no_best(self, label: str) -> str:
         s = self.summaries[label]
         return "no feasible trial" if s.counts["complete"] else "no complete trial"
 
@@ -416,9 +419,11 @@ class Comparison:
         if y_high <= y_low:
             y_low, y_high = (y_low / 2, y_low * 2) if log else (y_low - (abs(y_low) or 1) * 0.1,
                                                                y_low + (abs(y_low) or 1) * 0.1)
+        shown = _padded(y_low, y_high, log)
         with self.y_axis.scale.hold_sync():
-            self.y_axis.scale.min, self.y_axis.scale.max = _padded(y_low, y_high, log)
-        _set_ticks(self.y_axis, y_low, y_high, "log" if log else "float", 6, self.figure)
+            self.y_axis.scale.min, self.y_axis.scale.max = shown
+        # ticks over the range shown, margins included: a line along its edge still gets a label near it
+        _set_ticks(self.y_axis, *shown, "log" if log else "float", 6, self.figure)
 
     # --- display -----------------------------------------------------------------------
 
@@ -446,12 +451,12 @@ class Comparison:
         if self.direction_note:
             lines.append(self.direction_note)
         rows = self._rows()
-        first = max(len(name) for name, _, _ in rows)
-        widths = [max(len(label), *(len(texts[i]) for _, texts, _ in rows)) for i, label in enumerate(self.labels)]
+        first = max(len(name) for name, _ in rows)
+        widths = [max(len(label), *(len(texts[i]) for _, texts in rows)) for i, label in enumerate(self.labels)]
         lines.append("")
         lines.append(" " * first + "  " + "  ".join(label.rjust(w) for label, w in zip(self.labels, widths)))
         knobs_from = len(rows) - len(self.knob_names)
-        for index, (name, texts, _) in enumerate(rows):
+        for index, (name, texts) in enumerate(rows):
             if index == knobs_from:
                 lines.append("the best trial's parameters:")
             lines.append(name.ljust(first) + "  " + "  ".join(t.rjust(w) for t, w in zip(texts, widths)))
@@ -461,7 +466,7 @@ class Comparison:
             steps = [(n, v) for i, (n, _, v) in enumerate(history) if i == 0 or v != history[i - 1][2]]
             shown = ", ".join(f"#{n}: {number(v, 6)}" for n, v in steps[-8:])
             more = f"{len(steps) - 8} earlier, " if len(steps) > 8 else ""
-            lines.append(f"  {label}: {more}{shown}" if steps else f"  {label}: {self._rows_best(label)}")
+            lines.append(f"  {label}: {more}{shown}" if steps else f"  {label}: {self._no_best(label)}")
         lines.append("")
         if self.differences:
             lines.append("where the spaces differ:")
