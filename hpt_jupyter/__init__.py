@@ -10,12 +10,21 @@ from typing import Any
 
 from .api import optimize, start
 from .core.cell import CompiledCell, compile_cell
-from .core.run import Event, Run
+from .core.run import Event, Run, set_report_writer
 from .core.space import tune
 from .errors import TuneError
 
 __all__ = ["tune", "start", "optimize", "compare", "compile_cell", "CompiledCell", "Run", "Event", "TuneError"]
 __version__ = "0.1.0"
+
+
+def _write_report(run: Run, path: str) -> str:
+    from .views.report import write_report  # plotly loads only when a report is written
+
+    return write_report(run, path)
+
+
+set_report_writer(_write_report)
 
 
 def compare(*studies: Any, storage: str | None = None) -> Any:

@@ -78,7 +78,7 @@ def test_only_the_dashboard_views_import_widgets():
                  for alias in node.names}
         names |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         if names & {"ipywidgets", "bqplot"}:
-            assert path.parent.name == "views" and path.stem in ("dashboard", "steer_panel"), path
+            assert path.parent.name == "views" and path.stem in ("dashboard", "steer_panel", "compare"), path
 
 
 def _private_run_attributes(path: Path) -> list[str]:

@@ -50,10 +50,9 @@ def load_history(study: Any, storage: str | None = None, directory: str | None =
     """The history of ``study``: a Run, or a spec (see the module's docstring); ``storage`` is the
     store a plain name is looked up in when it is not a run of this kernel (default: the
     embedded default store)."""
-    from .run import Run
     from .space import tune
 
-    if isinstance(study, Run):
+    if hasattr(study, "base_study") and hasattr(study, "trials"):  # a Run (not imported: it imports us)
         return _of_run(study)
     if not isinstance(study, str) or not study:
         raise TuneError(f"A study is named by its name (or NAME@STORE), or given as a run; got {study!r}.")

@@ -45,6 +45,13 @@ if TYPE_CHECKING:
     from .cell import CompiledCell
 
 logger = logging.getLogger("hpt_jupyter")
+_report_writer: Callable[[Run, str], str] | None = None  # see Run.report and set_report_writer
+
+
+def set_report_writer(writer: Callable[[Run, str], str]) -> None:
+    """Plug in what ``Run.report(path)`` calls (the package plugs in its HTML report view)."""
+    global _report_writer
+    _report_writer = writer
 ASSIGNED_KEY = "hpt:assigned"
 
 
@@ -481,10 +488,11 @@ class Run(Steering):
     def report(self, path: str) -> str:
         """Write one self-contained HTML file (the summary, the best trial, the trial table and
         the dashboard's charts) that opens in any browser without a kernel or a network;
-        returns its path."""
-        from ..views.report import write_report
-
-        return write_report(self, path)
+        returns its path. The writer is a view (``hpt_jupyter.views.report``), which the
+        package plugs in here: the core draws nothing itself."""
+        if _report_writer is None:
+            raise TuneError("No report writer is installed: import hpt_jupyter (it plugs in views.report).")
+        return _report_writer(self, path)
 
     def slots_text(self) -> str:
         """`` · 4 process slots · 1 GPU each`` where trials do not run one at a time in the

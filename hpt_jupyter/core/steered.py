@@ -259,7 +259,10 @@ class Steering:
                     distributions={n: distribution(overrides.get(n) or declared[n]) if n in declared
                                    else d for n, d in trial.distributions.items()},
                     values=trial.values, user_attrs=trial.user_attrs,
-                    system_attrs={COPY_KEY: trial.number}, intermediate_values=trial.intermediate_values))
+                    system_attrs={COPY_KEY: trial.system_attrs.get(COPY_KEY, trial.number),
+                                  # its tune.constraint values: the sampler still avoids what broke them
+                                  **{k: v for k, v in trial.system_attrs.items() if k.startswith("constraints")}},
+                    intermediate_values=trial.intermediate_values))
             except ValueError:  # a knob whose bounds the cell computes, outside them now: not a seed
                 continue
         study.add_trials(seeds)
