@@ -66,7 +66,8 @@ class RunningTrial(NamedTuple):
 class Event:
     """What a run tells its subscribers. ``kind`` is one of: started, trial_started,
     trial_finished (any outcome: see ``trial.state``), paused, resumed, budget, narrowed,
-    enqueued, finished. Trial numbers are run-wide (they go on across narrowings)."""
+    enqueued, storage (the store stopped or started answering), tracking (the tracking server
+    did), finished. Trial numbers are run-wide (they go on across narrowings)."""
 
     kind: str
     run: Run
