@@ -558,6 +558,9 @@ class TuneMagics(Magics):
         run = self._run_named(rest[0] if rest else None)
         if command == "status":
             print(run.status() + run.slots_text())
+            if run.tracker is not None:
+                print(f"  logging to {run.tracker.describe()}"
+                      + (f" ({run.tracker.problem})" if run.tracker.problem else ""))
             running = run.running_trials()
             if running:
                 print("  running: " + ", ".join(f"#{t.number} ({t.seconds:.0f}s"

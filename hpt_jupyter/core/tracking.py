@@ -18,7 +18,9 @@ MLflow is an optional extra: it is imported by :func:`make_tracker`, never when 
 
 from __future__ import annotations
 
+import atexit
 import collections
+import weakref
 import datetime
 import importlib.metadata
 import importlib.util
@@ -65,7 +67,7 @@ INSTALL = "--log mlflow needs MLflow: pip install 'hpt-jupyter[mlflow]'"
 # What MLflow reads as a tracking URI (a path without a scheme is a local file store).
 URI_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 
-FINISH_WAIT = 10.0  # seconds the study's end waits for its trials to be logged
+FINISH_WAIT = 10.0  # seconds an exiting process waits for its studies' records to be logged
 SLOW_CALL = 8.0  # a request pending this long means the server is not answering: say so
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # seconds between attempts while the server is away
 IDLE_EXIT = 30.0  # an idle logging thread ends; the next event starts another
@@ -261,8 +263,10 @@ class MLflowTracker:
             # the space as known by now (a plain function's knobs are learnt from its trials)
             self._enqueue(_Finish(status, {"hpt.end_reason": run.reason, "hpt.sampler": run.sampler_text(),
                                            "hpt.budget": _text(run.budget), "hpt.space": _space(run)}))
-            # Bounded: a later cell finds the study logged, and a server that is away delays nothing.
-            self._settle(FINISH_WAIT, give_up_on_problem=True)
+            # Not waited for here: the study ends (and its values are injected) at once, while the
+            # logging thread catches up; run.tracker.flush() waits for it, and a script or batch
+            # kernel that exits waits a bounded time (see _flush_at_exit).
+            _EXITING.add(self)
 
     def _settings(self, run: Run) -> dict[str, str]:
         tags = {"hpt.study": run.name, "hpt.space": _space(run), "hpt.sampler": run.sampler_text(),
@@ -854,3 +858,15 @@ def _pinned(distribution: str) -> str | None:
     except importlib.metadata.PackageNotFoundError:
         return None
     return f"{distribution}=={version.split('+')[0]}"  # no local label (+cpu): pip could not find it
+
+
+_EXITING: weakref.WeakSet = weakref.WeakSet()  # trackers whose study ended, maybe still logging
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """A script or a batch kernel (nbconvert, papermill) that ends right after its study: log what
+    is queued before the process goes, within FINISH_WAIT seconds in all, unless the server is away."""
+    deadline = time.monotonic() + FINISH_WAIT
+    for tracker in list(_EXITING):
+        tracker._settle(max(0.0, deadline - time.monotonic()), give_up_on_problem=True)
