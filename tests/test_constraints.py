@@ -141,3 +141,33 @@ def test_the_kernel_says_when_nothing_was_feasible(kernel):
     reply = kernel.run("%tune wait never")
     assert "none of its 4 complete trials kept its constraints" in reply.stdout
     assert kernel.value("'x' in dir()") is False
+
+
+@pytest.mark.parametrize("sampler", ["gp", "tpe", "auto"])
+def test_a_constraint_only_some_trials_set_counts_as_kept_where_it_is_not_set(sampler):
+    # Optuna's GP alone refuses trials whose constraints differ ("The constraint names must be the
+    # same for all trials"), which would end the study from inside the sampler.
+    def conditional():
+        x = tune.float(-2, 2, name="x")
+        if x > 0:
+            tune.constraint(x - 1.0, name="small")  # x <= 1 where x > 0
+        return (x - 1.5) ** 2
+
+    run = start(conditional, n_trials=14, seed=0, sampler=sampler, storage="memory", name=f"cond-{sampler}",
+                report=False).wait()
+    assert run.state == "finished" and run.n_complete == 14, run.reason
+    assert run.best_params["x"] <= 1.0
+
+
+def test_a_constrained_study_warm_started_from_an_unconstrained_one_runs_on(tmp_path):
+    from hpt_jupyter import compile_cell
+
+    source = "x = tune.float(-2, 2)\ny = tune.float(-2, 2)\nx * x + y * y\n"
+    start(compile_cell(source, {"tune": tune}), n_trials=10, seed=0, name="free", storage="s.journal",
+          directory=str(tmp_path), report=False).wait()
+    constrained = compile_cell(source.replace("x * x", "tune.constraint(1 - x - y)\nx * x"), {"tune": tune})
+    run = start(constrained, n_trials=12, seed=0, name="bound", storage="s.journal", directory=str(tmp_path),
+                sampler="gp", warm_start="free", report=False).wait()
+    assert run.warm_start.carried == 10
+    assert run.state == "finished" and run.n_complete == 12, run.reason
+    assert run.best_params["x"] + run.best_params["y"] >= 1

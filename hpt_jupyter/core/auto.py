@@ -35,6 +35,7 @@ import warnings
 import zlib
 from typing import Any, Sequence
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler
@@ -50,6 +51,32 @@ _told_no_gp = False
 
 
 GP_MODULES = ("torch", "scipy")  # what GPSampler imports: the ``gp`` extra
+
+
+def _gp_counts_unset_constraints_as_kept() -> None:
+    """Optuna's GP refuses a study whose complete trials did not all set the same constraints
+    (``ValueError: The constraint names must be the same for all trials``, raised from the
+    sampler, which ends the study). That happens with a constraint only some trials reach, and
+    with trials a warm start carried over from a study without it. Optuna's TPE and NSGA-II count
+    a constraint a trial did not set as kept; the GP is made to do the same, with the unset
+    value at 0, the boundary, so that its constraint model learns nothing either way from it."""
+    from optuna.samplers._gp import sampler as gp_sampler
+
+    original = getattr(gp_sampler, "_get_constraint_vals_and_feasibility", None)
+    if original is None or getattr(original, "counts_unset_as_kept", False):
+        return  # another Optuna, whose GP may not need it: its own behaviour stands
+
+    def constraint_values_and_feasibility(trials: list) -> tuple:
+        constraints = [trial.constraints for trial in trials]
+        keys = sorted(set().union(*constraints))
+        values = np.array([[c.get(key, 0.0) for key in keys] for c in constraints], dtype=float)
+        return values, np.all(values <= 0, axis=1)
+
+    constraint_values_and_feasibility.counts_unset_as_kept = True  # type: ignore[attr-defined]
+    gp_sampler._get_constraint_vals_and_feasibility = constraint_values_and_feasibility
+
+
+_gp_counts_unset_constraints_as_kept()
 
 
 def gp_installed() -> bool:
