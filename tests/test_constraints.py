@@ -171,3 +171,21 @@ def test_a_constrained_study_warm_started_from_an_unconstrained_one_runs_on(tmp_
     assert run.warm_start.carried == 10
     assert run.state == "finished" and run.n_complete == 12, run.reason
     assert run.best_params["x"] + run.best_params["y"] >= 1
+
+
+def test_the_gp_reads_an_unset_constraint_as_kept_in_its_own_trials_and_unknown_in_carried_ones():
+    from optuna.samplers._gp import sampler as gp_sampler
+
+    from hpt_jupyter.core.steered import COPY_KEY
+
+    def trial(constraints: dict, copied=None) -> optuna.trial.FrozenTrial:
+        attrs = {f"constraints:{k}": v for k, v in constraints.items()}
+        if copied is not None:
+            attrs[COPY_KEY] = copied
+        return optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+                                         value=1.0, system_attrs=attrs)
+
+    trials = [trial({"a": -1.0, "b": 2.0}), trial({"a": -1.0}), trial({}, copied="old#3"), trial({"a": 0.5}, copied=4)]
+    values, feasible = gp_sampler._get_constraint_vals_and_feasibility(trials)
+    assert np.isnan(values[1, 1]) and np.isnan(values[2]).all()  # unset: not measured, left out of the models
+    assert feasible.tolist() == [False, True, False, False]  # own unset: kept; carried unset: not known feasible

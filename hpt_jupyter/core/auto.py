@@ -42,6 +42,8 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from .steered import carried_over
+
 SAMPLER_ATTR = "hpt:sampler"
 MODEL_TRIAL_LIMIT = 200  # complete trials after which the GP gives way (its cost grows as n^3)
 HEDGE_EVERY = 3  # under the GP, every third trial is TPE's (0: none)
@@ -58,22 +60,46 @@ def _gp_counts_unset_constraints_as_kept() -> None:
     (``ValueError: The constraint names must be the same for all trials``, raised from the
     sampler, which ends the study). That happens with a constraint only some trials reach, and
     with trials a warm start carried over from a study without it. Optuna's TPE and NSGA-II count
-    a constraint a trial did not set as kept; the GP is made to do the same, with the unset
-    value at 0, the boundary, so that its constraint model learns nothing either way from it."""
+    a constraint a trial did not set as kept; the GP is made to do the same for this study's own
+    trials, to count a carried-over trial as not known to be feasible, and to fit each
+    constraint's model on the trials that measured it only (a value filled in teaches it a
+    constraint those trials never measured: warm-started from an unconstrained study with 0
+    filled in, 22 to 24 of 30 trials broke the constraint, against 13 to 16 started cold, and 13
+    to 19 this way)."""
+    from optuna.samplers import GPSampler
     from optuna.samplers._gp import sampler as gp_sampler
 
-    original = getattr(gp_sampler, "_get_constraint_vals_and_feasibility", None)
-    if original is None or getattr(original, "counts_unset_as_kept", False):
+    values_of = getattr(gp_sampler, "_get_constraint_vals_and_feasibility", None)
+    fit_constraints = getattr(GPSampler, "_get_constraints_acqf_args", None)
+    if values_of is None or fit_constraints is None or getattr(values_of, "counts_unset_as_kept", False):
         return  # another Optuna, whose GP may not need it: its own behaviour stands
 
     def constraint_values_and_feasibility(trials: list) -> tuple:
         constraints = [trial.constraints for trial in trials]
         keys = sorted(set().union(*constraints))
-        values = np.array([[c.get(key, 0.0) for key in keys] for c in constraints], dtype=float)
-        return values, np.all(values <= 0, axis=1)
+        values = np.array([[c.get(key, np.nan) for key in keys] for c in constraints], dtype=float)
+        # Unset in a trial of this study: a constraint it did not reach, kept. Unset in a trial a
+        # warm start carried over: never measured, so not known to be feasible (the best-so-far
+        # the GP must beat is then one this study can reach).
+        unknown = np.array([carried_over(trial) for trial in trials])[:, None] & np.isnan(values)
+        return values, np.all((values <= 0) | (np.isnan(values) & ~unknown), axis=1)
+
+    def constraint_models(self: Any, values: np.ndarray, space: Any, params: np.ndarray) -> tuple:
+        if not np.isnan(values).any():
+            return fit_constraints(self, values, space, params)
+        models, thresholds = [], []
+        for column in range(values.shape[1]):  # each on the trials that measured it
+            known = ~np.isnan(values[:, column])
+            self._constraints_gprs_cache_list = None  # a cached fit belongs to another column
+            model, threshold = fit_constraints(self, values[known][:, [column]], space, params[known])
+            models += model
+            thresholds += threshold
+        self._constraints_gprs_cache_list = None
+        return models, thresholds
 
     constraint_values_and_feasibility.counts_unset_as_kept = True  # type: ignore[attr-defined]
     gp_sampler._get_constraint_vals_and_feasibility = constraint_values_and_feasibility
+    GPSampler._get_constraints_acqf_args = constraint_models
 
 
 _gp_counts_unset_constraints_as_kept()

@@ -26,6 +26,13 @@ from .storage import STAGE_MARK
 
 NARROWINGS_KEY = "hpt:narrowings"  # on the named study: the log of narrowings, with their studies
 COPY_KEY = "hpt:copy_of"  # on a trial copied into a narrowed study: the run-wide number of the original
+# (a warm start's copy names its study instead: "study#12")
+
+
+def carried_over(trial: FrozenTrial) -> bool:
+    """A warm start's copy of another study's trial (not this study's own, nor a narrowing's
+    copy of its own): what this study measures, a constraint say, it never measured."""
+    return isinstance(trial.system_attrs.get(COPY_KEY), str)
 
 
 @dataclass
