@@ -13,6 +13,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from conftest import ROOT
+from mlflow_server import mlflow_server  # noqa: F401 - the session's MLflow server (a fixture)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -368,3 +369,62 @@ def test_to_katib_notebook_exports_an_experiment_replays_its_trial_and_imports_a
     status = _text(next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%tune status")))
     assert "10/8 trials" in status and f"best {best.value:.6g} (#{best.number})" in status
     assert any(row.split()[:2] == [str(best.number), f"{best.value:.5f}"] for row in status.splitlines()), status
+
+
+def test_tracking_notebook_logs_to_mlflow_warm_starts_a_constrained_study_compares_and_reports(
+        tmp_path, mlflow_server, monkeypatch):
+    import mlflow
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    mlflow_server.wait_until_answering()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)  # the notebook's kernel inherits it
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"notebook-{tmp_path.name}")
+    nb, text = _executed("tracking.ipynb", tmp_path)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "hpt_studies.journal")))
+    first = optuna.load_study(study_name="cancer-svm", storage=storage)
+
+    # MLflow, read back from the server: the study's run, a nested run per trial with its knobs and
+    # score, the refit model, which predicts as the best trial's model does.
+    client = mlflow.MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name(f"notebook-{tmp_path.name}")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = {r.info.run_name: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert sorted(parents) == ["cancer-svm", "cancer-svm-compact"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents["cancer-svm"].info.run_id]
+    assert sorted(int(r.data.tags["hpt.trial"]) for r in children) == list(range(20))
+    for run in children:
+        trial = first.trials[int(run.data.tags["hpt.trial"])]
+        assert run.data.metrics["value"] == trial.value
+        assert float(run.data.params["C"]) == trial.params["C"] and float(run.data.params["gamma"]) == trial.params["gamma"]
+    assert parents["cancer-svm"].data.metrics["best_value"] == first.best_value
+    assert "MLflow run 'cancer-svm': 20 nested trial runs" in text and "model artifact: ['model']" in text
+    model = mlflow.sklearn.load_model(f"runs:/{parents['cancer-svm'].info.run_id}/model")
+    X, y = load_breast_cancer(return_X_y=True)
+    best = first.best_trial
+    expected = make_pipeline(StandardScaler(), SVC(C=best.params["C"], gamma=best.params["gamma"])).fit(X, y)
+    assert (model.predict(X) == expected.predict(X)).all()
+
+    # The constrained study: 20 trials carried over from the first, its best is the best feasible
+    # (at most 60 support vectors, checked by fitting its model again), and it is injected.
+    compact = optuna.load_study(study_name="cancer-svm-compact", storage=storage)
+    own = [t for t in compact.trials if "hpt:copy_of" not in t.system_attrs]
+    assert len(compact.trials) - len(own) == 20 and len(own) == 30
+    assert "warm start: 20 trials carried over from cancer-svm, their best 3 tried first" in text
+    feasible = [t for t in own if t.constraints["0"] <= 0]
+    chosen = max(feasible, key=lambda t: (t.value, -t.number))  # the first of equals, as the run keeps it
+    fitted = make_pipeline(StandardScaler(), SVC(C=chosen.params["C"], gamma=chosen.params["gamma"])).fit(X, y)
+    assert fitted[-1].n_support_.sum() <= 60
+    line = next(l for l in text.splitlines() if l.startswith("best feasible: "))
+    assert line.startswith(f"best feasible: trial #{chosen.number - 20}, accuracy {chosen.value:.4f}")  # run-wide numbers
+    assert f"{len(own) - len(feasible)} of 30 trials broke" in line
+
+    # The comparison (text beside the widget) and the report on disk.
+    compare = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%tune compare"))
+    shown = "".join(o.get("data", {}).get("text/plain", "") for o in compare.outputs)
+    assert "Comparing cancer-svm, cancer-svm-compact" in shown and "same space" in shown
+    report = tmp_path / "cancer-svm-compact.html"
+    assert report.stat().st_size > 4e6 and "cancer-svm-compact" in report.read_text()
+    assert f"report written to {report}" in text
