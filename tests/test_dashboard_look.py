@@ -45,7 +45,10 @@ CELLS = [
     "state = tune.restore()\nstep, q = state if state is not None else (0, 0.0)\n"
     "while step < 30:\n    step += 1\n    q += lr * (1 - q) - alpha\n    tune.checkpoint((step, q))\n"
     "    tune.report(q, step)\nq",
-    "print('done:', lr, layers)",  # waits for the studies (Run All)
+    # constraints: maximise x + 2y with x + y <= 1 (best feasible (0, 1), value 2); the rest is marked
+    "%%tune -n 25 --direction maximize --seed 0 --name constrained --storage memory\n"
+    "x = tune.float(0, 1)\ny = tune.float(0, 1)\ntune.constraint(x + y - 1)\ntime.sleep(0.02)\nx + 2 * y",
+    "print('done:', lr, layers, x)",  # waits for the studies (Run All)
 ]
 
 
@@ -61,12 +64,14 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
     page.locator(".jp-OutputArea-output pre", has_text="done:").wait_for(timeout=240_000)
 
     problems = []
-    for name in ("ordinary", "hyperband", "pbt"):
+    for name in ("ordinary", "hyperband", "pbt", "constrained"):
         board = _dashboard(page, name)
         board.locator(".hpt-header-main", has_text="finished").wait_for(timeout=60_000)
         board.scroll_into_view_if_needed()
         pages = board.locator(".hpt-pages .widget-toggle-button").all_inner_texts()
-        expected = {"History", "Trials", "Slices", "Parallel", "Intermediate", "Importance"}
+        expected = {"History", "Trials", "Slices", "Parallel", "Importance"}
+        if name != "constrained":  # its trials report no curve
+            expected.add("Intermediate")
         if name == "pbt":
             expected |= {"Lineage", "Schedule"}
         assert {p.strip() for p in pages} >= expected, pages
@@ -100,6 +105,22 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
     devices = {row.locator("td").nth(column).inner_text()
                for row in board.locator("table.hpt-trials tbody tr").all()}
     assert devices == {"GPU 0", "GPU 1"}, devices
+
+    # Trials that broke a constraint: counted in the header, tagged in the table, crossed in the
+    # history; the best is feasible.
+    board = _dashboard(page, "constrained")
+    header = board.locator(".hpt-header-main").inner_text()
+    infeasible = int(re.search(r"(\d+) infeasible", header).group(1))
+    best = float(re.search(r"best ([\d.]+)", header).group(1))
+    assert infeasible > 0 and 1.8 < best <= 2.0, header
+    board.locator(".hpt-pages .widget-toggle-button:text-is('Trials')").click()
+    board.locator("table.hpt-trials tbody tr.hpt-infeasible").first.wait_for(timeout=10_000)
+    states = board.locator("table.hpt-trials tbody tr td:nth-child(2)").all_inner_texts()
+    assert states.count("infeasible") == min(infeasible, len(states)), states
+    board.locator(".hpt-pages .widget-toggle-button:text-is('History')").click()
+    title = board.locator(".hpt-page .bqplot .mainheading").first
+    title.wait_for(timeout=10_000)
+    assert "red ×: broke a constraint" in title.text_content()  # SVG text
 
     # Hover names the trial and its score; a click on a point brings its row to the top of the
     # table and names its knobs.
