@@ -138,3 +138,11 @@ def test_a_study_with_its_own_trials_is_not_warm_started_afterwards(source, tmp_
     again = _run(SOURCE, "B", tmp_path, n=3, warm_start="A")
     assert again.warm_start is None and not _copies(again)
     assert "--warm-start not applied: the study resumes with its own 2 trials" in again.opened
+
+
+def test_a_range_no_earlier_trial_lies_in_carries_nothing_and_says_why(source, tmp_path):
+    target = _run(SOURCE.replace("x = tune.float(-5, 5)", "x = tune.float(10, 20)"), "far", tmp_path, n=2,
+                  warm_start="A")
+    assert (target.warm_start.carried, target.warm_start.first) == (0, 0)
+    assert target.warm_start.notes == ["x: 30 of 30 trials with values outside 10 .. 20 left out"]
+    assert "warm start: 0 trials carried over from A" in target.opened

@@ -97,6 +97,7 @@ def seed_study(study: optuna.Study, histories: list[StudyHistory], declared: dic
     copies: list[tuple[FrozenTrial, dict[str, Any], dict[str, BaseDistribution], str]] = []
     dropped: dict[str, str] = {}  # knob -> why it was dropped from the copies
     left_out: dict[str, list[int]] = {}  # knob -> [trials left out, total]
+    measured: set[str] = set()  # knobs of this space the earlier trials set (of the same kind)
     for history in histories:
         for trial in history.complete:
             params, dists, fits = {}, {}, True
@@ -104,6 +105,7 @@ def seed_study(study: optuna.Study, histories: list[StudyHistory], declared: dic
                 source = trial.distributions[knob]
                 param = declared.get(knob)
                 if param is None:
+                    measured.add(knob)
                     if known_space and knob not in computed:
                         dropped.setdefault(knob, f"{knob} is not in this space: dropped from the carried trials")
                         continue
@@ -113,6 +115,7 @@ def seed_study(study: optuna.Study, histories: list[StudyHistory], declared: dic
                     dropped.setdefault(knob, f"{knob} is {_kind_of_param(param)} here and was {_kind(source)} in "
                                              f"'{history.name}': its values are not carried")
                     continue
+                measured.add(knob)
                 count = left_out.setdefault(knob, [0, 0])
                 count[1] += 1
                 if not contains(param, value) or not _on_grid(param, value):
@@ -128,8 +131,7 @@ def seed_study(study: optuna.Study, histories: list[StudyHistory], declared: dic
             what = "options no longer offered" if isinstance(param, ChoiceParam) else "values outside"
             notes.append(f"{knob}: {out} of {total} trials with {what} {describe(param)} left out")
     notes.extend(dropped.values())
-    new = [knob for knob in [*declared, *(computed or ())]
-           if not any(knob in params for _, params, _, _ in copies)]
+    new = [knob for knob in [*declared, *(computed or ())] if knob not in measured]
     best_first = _best_configurations(copies, histories[0].directions)
     if new:  # copies without the knob would hide it from the GP: only the best configurations carry over
         notes.append(f"{', '.join(new)} {'is' if len(new) == 1 else 'are'} new: the earlier trials say nothing about "
