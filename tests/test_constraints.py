@@ -133,6 +133,10 @@ def test_the_kernel_injects_and_refits_the_best_feasible_and_the_dashboard_marks
     assert crosses["marker"] == "cross"
     infeasible = sorted(t[0] for t in trials if t[2] > 0)
     assert sorted(np.asarray(crosses["x"], dtype=float).astype(int).tolist()) == infeasible
+    # and on each knob's slice: a cross at each infeasible trial's value of it
+    xs = dict(kernel.value("[(t.number, t.params['x']) for t in tune.last.trials()]"))
+    on_slice = _figure_marks(states, "x")[1]
+    assert sorted(np.asarray(on_slice["x"], dtype=float).tolist()) == sorted(xs[n] for n in infeasible)
 
 
 def test_the_kernel_says_when_nothing_was_feasible(kernel):

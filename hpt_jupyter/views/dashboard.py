@@ -619,15 +619,18 @@ class Dashboard:
                                 default_opacities=[0.6], names=[], display_names=False,
                                 tooltip=bqplot.Tooltip(fields=["name", "x", "y"], labels=["trial", name or "value", "score"],
                                                        formats=["d", "" if kind == "ChoiceParam" else "~g", "~g"]))
+        # a red cross over each trial that broke a tune.constraint, as on the history
+        crosses = bqplot.Scatter(x=[], y=[], scales={"x": x_scale, "y": y_scale}, marker="cross", default_size=22,
+                                 colors=[_INFEASIBLE_COLOUR])
         y_axis = _value_axis(y_scale)
-        figure = _figure([points], [x_axis, y_axis], name or "", height=240, top=30, left=72, right=16)
+        figure = _figure([points, crosses], [x_axis, y_axis], name or "", height=240, top=30, left=72, right=16)
         if name and kind in ("FloatParam", "IntParam"):
             # Brushing a range of this knob proposes it to the steering panel.
             brush = bqplot.interacts.BrushIntervalSelector(scale=x_scale, marks=[points], color="#0969da")
             brush.observe(lambda change, name=name: self._on_slice_brush(name, change), "brushing")
             self._brushes.append((figure, brush))
-        return {"figure": figure, "points": points, "categorical": kind == "ChoiceParam", "y_scale": y_scale,
-                "y_axis": y_axis}
+        return {"figure": figure, "points": points, "crosses": crosses, "categorical": kind == "ChoiceParam",
+                "y_scale": y_scale, "y_axis": y_axis}
 
     def _on_slice_brush(self, name: str, change: dict) -> None:  # main thread
         selected = change["owner"].selected
@@ -661,15 +664,17 @@ class Dashboard:
             return (low, high)
         return (min(max(low, param.low), param.high), min(max(high, param.low), param.high))
 
-    def _take_slices(self) -> tuple[dict, list[str]]:
-        numbers = self.digest.slice_numbers
+    def _take_slices(self) -> tuple[dict, list[str], set[int] | None]:
+        digest = self.digest
+        numbers = digest.slice_numbers
+        infeasible = {row.number for row in digest.kept.items() if not row.feasible} if digest.constrained else None
         return ({name: (list(xs), list(ys), list(numbers.get(name, ()))) for name, (xs, ys)
-                 in self.digest.slices.items()}, list(self.digest.param_names))
+                 in digest.slices.items()}, list(digest.param_names), infeasible)
 
-    def _draw_slices(self, taken: tuple[dict, list[str]]) -> None:
+    def _draw_slices(self, taken: tuple[dict, list[str], set[int] | None]) -> None:
         if self.run.is_multi_objective:
             return
-        slices, names = taken
+        slices, names, infeasible = taken
         scores = np.asarray(next(iter(slices.values()))[1] if slices else [], dtype=float)  # every knob: same rows
         y_range = self._value_range(scores)
         hidden = 0 if y_range is None else int(np.count_nonzero((scores < y_range[0]) | (scores > y_range[1])))
@@ -680,6 +685,10 @@ class Dashboard:
             with plot["points"].hold_sync():
                 plot["points"].x, plot["points"].y = xs, ys
                 plot["points"].names = np.asarray(numbers, dtype=np.int32)  # binary: cheap to send
+            if infeasible is not None:
+                broke = [i for i, n in enumerate(numbers) if n in infeasible]
+                with plot["crosses"].hold_sync():
+                    plot["crosses"].x, plot["crosses"].y = [xs[i] for i in broke], [ys[i] for i in broke]
             self._apply_range(plot["y_scale"], y_range)
             if ys:
                 _set_ticks(plot["y_axis"], *(y_range or (min(ys), max(ys))), "float", 5, plot["figure"])
