@@ -286,6 +286,14 @@ class Coordinator:
             if run in self._pending:
                 self._pending.remove(run)
                 self._inject(run)
+        self._publish_final_state(run)
+
+    def _publish_final_state(self, run: Run) -> None:
+        """The dashboard's final state, sent again from this cell (batch runners keep only the
+        messages under the cell being executed; the writer's last ones went under the study's)."""
+        view = self.views.get(run.name)
+        if view is not None and not run.is_alive:
+            view.publish_final_state()
 
     def imported(self, run: Run) -> None:
         """Trials brought in from a cluster: the best values go where the run's own would."""
@@ -298,9 +306,7 @@ class Coordinator:
         pending, self._pending = self._pending, []
         for run in pending:
             self._inject(run)
-            view = self.views.get(run.name)
-            if view is not None:
-                view.publish_final_state()
+            self._publish_final_state(run)
 
     def _inject(self, run: Run) -> None:
         if summary := run.warnings_summary():  # a warning the trials raised again and again

@@ -421,6 +421,17 @@ def test_tracking_notebook_logs_to_mlflow_warm_starts_a_constrained_study_compar
     assert line.startswith(f"best feasible: trial #{chosen.number - 20}, accuracy {chosen.value:.4f}")  # run-wide numbers
     assert f"{len(own) - len(feasible)} of 30 trials broke" in line
 
+    # The saved notebook shows both dashboards finished: the first study ended during `%tune wait`,
+    # whose cell sent its final state again (nbclient keeps only the messages of the running cell).
+    import re
+
+    widgets = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    headers = [re.sub("<[^>]+>", "", w["state"]["value"]) for w in widgets.values()
+               if "hpt-header-main" in str(w["state"].get("value", ""))]
+    for name, total in (("cancer-svm", 20), ("cancer-svm-compact", 30)):
+        header = next(h for h in headers if h.startswith(f"{name} "))
+        assert f"finished: budget reached ({total} trials)" in header, header
+
     # The comparison (text beside the widget) and the report on disk.
     compare = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%tune compare"))
     shown = "".join(o.get("data", {}).get("text/plain", "") for o in compare.outputs)
