@@ -97,6 +97,26 @@ def test_a_score_that_is_not_a_number_fails_the_trial_with_a_message(score, mess
     assert message in run.study.trials[0].user_attrs[TRACEBACK_KEY]
 
 
+def test_equal_values_make_the_lowest_numbered_trial_the_best_whatever_order_they_finish_in(tmp_path):
+    # Trial 0 finishes after trial 1 with the same score: the best is still trial 0, so a
+    # rerun with the same seed injects the same values, and a journal store's
+    # study.best_trial (the lowest number among equals) names the same trial.
+    trial_one_done = threading.Event()
+
+    def objective(trial):
+        trial.suggest_float("x", 0, 1)
+        if trial.number == 0:
+            trial_one_done.wait(10)
+        elif trial.number == 1:
+            threading.Timer(0.2, trial_one_done.set).start()
+        return 1.0
+
+    run = optimize(objective, n_trials=4, jobs=2, storage=str(tmp_path / "studies.journal"), report=False)
+    finished = sorted(run.study.trials, key=lambda t: t.datetime_complete)
+    assert finished[0].number == 1  # the order the test arranged
+    assert run.best_trial.number == run.study.best_trial.number == 0
+
+
 def test_multi_objective():
     def objective():
         x = tune.float(0, 1)

@@ -786,14 +786,15 @@ class Run(Steering):
             return self._onto_front(trial.values)
         if self._best is None:
             self._best = trial
-        elif self.directions[0] == "maximize":
-            if trial.value <= self._best.value:
-                return False
+            return True
+        gain = trial.value - self._best.value if self.directions[0] == "maximize" else self._best.value - trial.value
+        if gain == 0 and trial.number < self._best.number:
+            # Trials finish out of order; among equal values the lowest number is the best, as
+            # Optuna's study.best_trial has it, so both name the same trial. Not an improvement.
             self._best = trial
-        elif trial.value >= self._best.value:
+        if gain <= 0:
             return False
-        else:
-            self._best = trial
+        self._best = trial
         return True
 
     def _onto_front(self, values: list[float]) -> bool:
