@@ -11,6 +11,7 @@ import optuna
 import pytest
 
 from hpt_jupyter import TuneError, start, tune
+from hpt_jupyter.views.readable import number
 from test_dashboard import _decoded_widgets, _figure_marks, _header, _html, _widgets_once
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -137,6 +138,16 @@ def test_the_kernel_injects_and_refits_the_best_feasible_and_the_dashboard_marks
     xs = dict(kernel.value("[(t.number, t.params['x']) for t in tune.last.trials()]"))
     on_slice = _figure_marks(states, "x")[1]
     assert sorted(np.asarray(on_slice["x"], dtype=float).tolist()) == sorted(xs[n] for n in infeasible)
+    # and on the parallel coordinates: grey dashed lines apart from the coloured ones, whose
+    # colour bar runs from the worst feasible score to the best feasible one
+    broken, kept = _figure_marks(states, "parallel coordinates")[:2]
+    assert broken["line_style"] == "dashed" and broken["colors"] == ["#8c959f"]
+    assert np.asarray(broken["y"]).shape[0] == len(infeasible) and np.asarray(kept["y"]).shape[0] == len(feasible)
+    assert all(label.endswith("broke a constraint") for label in broken["labels"])
+    legend = next(v for v in _html(states) if "colour: value" in v)
+    values = sorted(t[1] for t in feasible)
+    assert f"worst {number(values[-1])}" in legend and f"best {number(values[0])}" in legend, legend
+    assert f"broke a constraint ({len(infeasible)} shown)" in legend
 
 
 def test_the_kernel_says_when_nothing_was_feasible(kernel):

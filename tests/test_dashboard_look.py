@@ -111,7 +111,8 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
     board = _dashboard(page, "constrained")
     header = board.locator(".hpt-header-main").inner_text()
     infeasible = int(re.search(r"(\d+) infeasible", header).group(1))
-    best = float(re.search(r"best ([\d.]+)", header).group(1))
+    header_best = re.search(r"best ([\d.]+)", header).group(1)
+    best = float(header_best)
     assert infeasible > 0 and 1.8 < best <= 2.0, header
     board.locator(".hpt-pages .widget-toggle-button:text-is('Trials')").click()
     board.locator("table.hpt-trials tbody tr.hpt-infeasible").first.wait_for(timeout=10_000)
@@ -121,6 +122,12 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
     title = board.locator(".hpt-page .bqplot .mainheading").first
     title.wait_for(timeout=10_000)
     assert "red ×: broke a constraint" in title.text_content()  # SVG text
+    # The parallel coordinates' colour bar ends at the best feasible score; the rest are grey.
+    board.locator(".hpt-pages .widget-toggle-button:text-is('Parallel')").click()
+    legend = board.locator(".hpt-page .hpt-legend", has_text="colour: value").first
+    legend.wait_for(timeout=10_000)
+    assert f"best {header_best}" in legend.inner_text(), (legend.inner_text(), header)
+    assert "broke a constraint" in board.locator(".hpt-page").first.inner_text()
 
     # Hover names the trial and its score; a click on a point brings its row to the top of the
     # table and names its knobs.

@@ -240,6 +240,21 @@ def test_infeasible_trials_are_marked_and_never_the_best(reports):
     assert text.count("<span class='tag tag-infeasible'>infeasible</span>") == len(infeasible)
     best = text[text.index("id='best'"):text.index("id='history'")]
     assert "constraint budget" in best and "kept (&lt;= 0)" in best
+    # Parallel coordinates: infeasible lines grey at a level of their own below the colour
+    # range, which the feasible scores alone span, so its best end is the best feasible value.
+    line = charts["parallel"]["data"][0]["line"]
+    numbers = sorted(t.number for t in trials if t.state.name == "COMPLETE")
+    assert len(line["color"]) == len(numbers)
+    broken = [c for n, c in zip(numbers, line["color"]) if n in infeasible]
+    kept = [c for n, c in zip(numbers, line["color"]) if n not in infeasible]
+    assert set(broken) == {line["cmin"]} and min(kept) > line["cmin"]
+    assert line["colorscale"][0][1] == line["colorscale"][1][1] == "#8c959f"
+    grey_top = line["cmin"] + line["colorscale"][1][0] * (line["cmax"] - line["cmin"])
+    assert min(kept) >= grey_top - 1e-9
+    feasible_values = [t.value for t in trials if t.number not in infeasible and t.value is not None]
+    assert min(feasible_values) - 1e-9 <= grey_top and line["cmax"] <= max(feasible_values) + 1e-9
+    assert min(t.value for t in trials if t.number in infeasible) < min(feasible_values)  # they would have
+    assert line["colorbar"]["ticktext"][0] == "infeasible"
 
 
 def test_two_objectives_show_the_pareto_front(reports):

@@ -292,6 +292,11 @@ class Dashboard:
                                                                "color": self.parallel_colour},
                                            opacities=[0.5], stroke_width=1.2, labels=[],
                                            tooltip=bqplot.Tooltip(fields=["name"]))
+        # Trials that broke a constraint: grey and dashed under the coloured lines, outside the
+        # colour ranking (their scores are not achievable, so they must not set its "best" end).
+        self.parallel_broken = bqplot.Lines(x=[], y=[], scales={"x": self.parallel_scale_x, "y": parallel_y},
+                                            colors=[_PRUNED_COLOUR], line_style="dashed", opacities=[0.45],
+                                            stroke_width=1.0, labels=[], tooltip=bqplot.Tooltip(fields=["name"]))
         # Each axis's own range, written at its ends (categories: at each category's height).
         self.parallel_ends = bqplot.Label(x=[], y=[], text=[], scales={"x": self.parallel_scale_x, "y": parallel_y},
                                           default_size=11, align="middle", colors=["#24292f"],
@@ -303,7 +308,7 @@ class Dashboard:
                                                                      marks=[self.parallel_lines], color="#0969da")
         self.parallel_brush.observe(self._on_parallel_brush, "brushing")
         self.parallel = _figure(
-            [self.parallel_lines, self.parallel_ends],
+            [self.parallel_broken, self.parallel_lines, self.parallel_ends],
             [bqplot.Axis(scale=self.parallel_scale_x, label="", grid_lines="none")],
             "parallel coordinates (each axis spans its own range)",
             height=340, left=48, right=48, top=44)
@@ -741,14 +746,26 @@ class Dashboard:
                 ends_x.append(name)
                 ends_y.append(y)
                 ends_text.append(text)
+        kept = [i for i, row in enumerate(chosen) if row.feasible]
+        broken = [i for i, row in enumerate(chosen) if not row.feasible]
+        kept_values = [columns["value"][i] for i in kept]
         with self.parallel_lines.hold_sync():
-            self.parallel_lines.x = axes
-            self.parallel_lines.y = lines
-            self.parallel_lines.color = ranks(columns["value"], self.run.directions[0] == "maximize")
-            self.parallel_lines.labels = [self._label(row.number) for row in chosen]
-        ordered = sorted(columns["value"], reverse=self.run.directions[0] != "maximize")  # worst first
-        self.parallel_legend.value = _colour_bar("colour: value", _fmt(ordered[0]), _fmt(ordered[len(ordered) // 2]),
-                                                 _fmt(ordered[-1]))
+            self.parallel_lines.x = axes if kept else []
+            self.parallel_lines.y = [lines[i] for i in kept]
+            self.parallel_lines.color = ranks(kept_values, self.run.directions[0] == "maximize")
+            self.parallel_lines.labels = [self._label(chosen[i].number) for i in kept]
+        with self.parallel_broken.hold_sync():
+            self.parallel_broken.x = axes if broken else []
+            self.parallel_broken.y = [lines[i] for i in broken]
+            self.parallel_broken.labels = [self._label(chosen[i].number) + " · broke a constraint" for i in broken]
+        legend = ""
+        if kept_values:
+            ordered = sorted(kept_values, reverse=self.run.directions[0] != "maximize")  # worst first
+            legend = _colour_bar("colour: value", _fmt(ordered[0]), _fmt(ordered[len(ordered) // 2]), _fmt(ordered[-1]))
+        if broken:
+            legend += _legend([(_PRUNED_COLOUR, "dashed", f"broke a constraint ({len(broken)} shown)"
+                                if kept_values else "broke a constraint: no feasible trial yet")])
+        self.parallel_legend.value = legend
         with self.parallel_ends.hold_sync():
             self.parallel_ends.x, self.parallel_ends.y, self.parallel_ends.text = ends_x, ends_y, ends_text
 

@@ -183,7 +183,8 @@ def sections(run: Run, digest: Digest) -> list[Section]:
         if chart is not None:
             found.append(Section("parallel", "Parallel coordinates",
                                  "One line per trial across its knobs and its value, coloured by value "
-                                 "(yellow: best). Drag along an axis to keep only the lines that cross it there.",
+                                 "(yellow: best" + ("; grey: broke a constraint" if digest.n_infeasible else "")
+                                 + "). Drag along an axis to keep only the lines that cross it there.",
                                  [chart]))
         importance = importance_chart(run)
         if isinstance(importance, Chart):
@@ -500,14 +501,18 @@ def parallel_chart(run: Run, digest: Digest) -> Chart | None:
     values = [row.values[0] for row in rows]
     maximize = run.directions[0] == "maximize"
     dimensions.append({"label": html.escape(_value_title(run)), "values": values, "tickformat": ".4~g"})
-    # Colours over the range where most values lie: one outlier must not paint every other line alike.
-    band = robust_range(values)
-    colour_range = {"cmin": band[0], "cmax": band[1]} if band is not None else {}
+    colorbar = {"title": {"text": "value", "side": "right"}, "thickness": 12, "len": 0.9, "tickformat": ".3~g"}
+    feasible = [row.values[0] for row in rows if row.feasible]
+    # Colours over the range where most feasible values lie: one outlier must not paint every
+    # other line alike, and a score that broke a constraint must not set the "best" end.
+    band = robust_range(feasible) or ((min(feasible), max(feasible)) if feasible else None)
+    if len(feasible) == len(rows):
+        line = {"color": values, "colorscale": "Viridis", "reversescale": not maximize,
+                **({"cmin": band[0], "cmax": band[1]} if robust_range(values) is not None else {})}
+    else:
+        line = _colours_with_broken_grey(rows, band, maximize, colorbar)
     data = [{"type": "parcoords", "dimensions": dimensions,
-             "line": {"color": values, "colorscale": "Viridis", "reversescale": not maximize, "showscale": True,
-                      **colour_range,
-                      "colorbar": {"title": {"text": "value", "side": "right"}, "thickness": 12, "len": 0.9,
-                                   "tickformat": ".3~g"}},
+             "line": {**line, "showscale": True, "colorbar": colorbar},
              "labelangle": -12 if len(dimensions) > 6 else 0, "labelside": "top",
              "labelfont": {"size": 12, "color": TEXT}, "tickfont": {"size": 11, "color": TEXT},
              "rangefont": {"size": 10, "color": MUTED}}]
@@ -515,6 +520,26 @@ def parallel_chart(run: Run, digest: Digest) -> Chart | None:
              f"and others spread over the study") if len(rows) < digest.n_complete else ""
     layout = _layout(440, margin={"l": 56, "r": 40, "t": 72, "b": 28}, showlegend=False)
     return Chart("parallel", data, layout, shown)
+
+
+def _colours_with_broken_grey(rows: list[Row], band: tuple[float, float] | None, maximize: bool,
+                              colorbar: dict) -> dict:
+    """Line colours when some trials broke a constraint: feasible ones on viridis over ``band``
+    (clipped to it), the others grey, at a level below the band that only they use. A
+    parcoords trace has one colour scale, so grey is its bottom stop; the colour bar labels it."""
+    low, high = band if band is not None else (0.0, 1.0)
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    grey_share = 0.06
+    broken_level = low - (high - low) * grey_share / (1 - grey_share)
+    colours = [min(max(row.values[0], low), high) if row.feasible else broken_level for row in rows]
+    stops = VIRIDIS if maximize else VIRIDIS[::-1]  # yellow at the best end
+    scale = [[0.0, GREY], [grey_share, GREY]] + [
+        [grey_share + (1 - grey_share) * i / (len(stops) - 1), colour] for i, colour in enumerate(stops)]
+    ticks = linear_ticks(low, high, 5) if band is not None else []
+    colorbar.update(tickvals=[broken_level] + ticks,
+                    ticktext=["infeasible"] + [number(t, 3) for t in ticks])
+    return {"color": colours, "colorscale": scale, "cmin": broken_level, "cmax": high}
 
 
 def importance_chart(run: Run) -> Chart | str:
