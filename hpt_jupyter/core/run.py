@@ -277,7 +277,8 @@ class Run(Steering):
 
     def sampler_text(self) -> str:
         """The sampler's name; for ``auto``, what it runs now and why:
-        ``auto: gp (6 numeric knobs, 23 trials: few trials, a GP is the most sample-efficient)``."""
+        ``auto: gp (6 numeric knobs, 23 trials: gp 78% / tpe 22%: gp's trials moved the best
+        further (gp 5 of 12, tpe 0 of 5 improved it))``."""
         sampler = self.study.sampler
         if isinstance(sampler, AutoSampler):
             return f"auto: {sampler.describe()}"
