@@ -87,6 +87,16 @@ def test_the_hedge_shares_trials_by_each_models_progress_and_keeps_a_floor():
     assert order == ["gp", "tpe", "gp", "gp", "tpe", "gp"]
 
 
+def test_a_gp_that_reads_the_scores_as_noise_cedes_trials_to_tpe():
+    records = {"gp": [1, 0, 0, 1, 0, 0], "tpe": [0, 1, 0]}
+    no_cost = {"gp": None, "tpe": None}
+    smooth = auto.Hedge(records, no_cost, None, noise_share=1e-5)
+    rugged = auto.Hedge(records, no_cost, None, noise_share=0.1)  # Rastrigin's ripples after 35 trials
+    assert not smooth.rugged() and rugged.rugged()
+    assert rugged.gp_share < smooth.gp_share - 0.25 and smooth.gp_share == auto.Hedge(records, no_cost, None).gp_share
+    assert "reads 10% of the scores' variance as noise" in rugged.describe()
+
+
 def test_a_gp_much_slower_than_the_trials_cedes_trials_to_tpe_and_says_so():
     records = {"gp": [0.2] * 6, "tpe": [0.2] * 3}
     quick = auto.Hedge(records, {"gp": 0.01, "tpe": 0.002}, 0.5)  # 10 ms on a 500 ms trial: no matter
@@ -111,6 +121,19 @@ def test_on_a_smooth_quadratic_the_hedge_gives_the_gp_most_trials(monkeypatch):
     models = [kind for kind in chosen(run) if kind in ("gp", "tpe")]
     assert models[-20:].count("gp") >= 14 and run.study.sampler.hedge.gp_share >= 0.7
     assert run.best_value < 1e-3
+
+
+def test_on_a_rugged_function_the_hedge_gives_tpe_most_trials():
+    # Rastrigin, 4-D: ripples a GP cannot follow (it reads them as noise); TPE beats it there.
+    def rastrigin():
+        xs = [tune.float(-5.12, 5.12, name=f"x{i}") for i in range(4)]
+        return 10 * len(xs) + sum(x * x - 10 * math.cos(2 * math.pi * x) for x in xs)
+
+    run = optimize(rastrigin, n_trials=45, seed=0, storage="memory", report=False, name="ripples")
+    models = [kind for kind in chosen(run) if kind in ("gp", "tpe")]
+    hedge = run.study.sampler.hedge
+    assert models[-20:].count("tpe") >= 14 and hedge.gp_share <= 0.3 and hedge.rugged()
+    assert "a rugged function, TPE favoured" in run.sampler_text()
 
 
 def test_the_gp_is_fitted_to_warped_scores_and_optunas_own_gp_is_not():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import time
 
 import optuna
@@ -242,7 +244,8 @@ def test_auto_sampler_and_auto_stop_say_what_they_do(kernel):
     assert reply.error is None, reply.error_text
     kernel.run("%tune wait wine")
     status = kernel.run("%tune status wine").stdout
-    assert "auto: gp (1 numeric knob" in status and "stop auto" in status, status
+    assert re.search(r"auto: (gp|tpe) \(1 numeric knob, \d+ trials: gp \d+% / tpe \d+%", status), status
+    assert "stop auto" in status, status
     assert "more trials are unlikely to pay" in status and "cross-validation folds" in status, status
     assert kernel.value("tune.last.n_finished") < 80
     board = kernel.widgets(reply.msg_id, 1.0).values()
