@@ -231,6 +231,10 @@ class AutoSampler(BaseSampler):
         self._sampling_seconds: dict[int, float] = {}  # trial number -> the sampler's time so far
         self._gp_too_slow = False
         self._kept: dict[str, BaseSampler] = {}  # the GP and its TPE hedge, taking turns
+        if self._gp:
+            # Loaded now, before any trial: a library loaded while trials run in threads would
+            # bring thread pools that --cpus-per-trial has not limited.
+            import scipy.stats  # noqa: F401  (the warping's Yeo-Johnson)
         if not self._gp:
             global _told_no_gp
             if not _told_no_gp:

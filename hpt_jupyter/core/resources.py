@@ -12,6 +12,7 @@ from inside the thread.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import numbers
 import os
@@ -70,10 +71,19 @@ def usable_cores() -> list[int]:
     return list(range(os.cpu_count() or 1))
 
 
+def loaded_torch() -> Any:
+    """PyTorch if this process has imported it (None otherwise), whole: another thread may be
+    importing it this moment (a trial's cell, the GP sampler), and a half-initialised module has
+    no ``get_num_threads`` yet. Importing it again waits for that import to finish."""
+    if "torch" not in sys.modules:
+        return None
+    return importlib.import_module("torch")
+
+
 def default_devices() -> list[str]:
     """Where a trial that was given no GPU of its own computes: the default GPU when this
     process has one, else the CPU. PyTorch is asked only if the cell already imported it."""
-    torch = sys.modules.get("torch")
+    torch = loaded_torch()
     if torch is not None:
         try:
             if torch.cuda.is_available():
@@ -250,7 +260,7 @@ def limit_threads(cpus: int | None) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=cpus)
-    torch = sys.modules.get("torch")
+    torch = loaded_torch()
     if torch is not None and torch.get_num_threads() != cpus:
         torch.set_num_threads(cpus)
 
@@ -274,7 +284,7 @@ class KernelThreadLimits:
         self._note_torch()
 
     def _note_torch(self) -> None:
-        torch = sys.modules.get("torch")
+        torch = loaded_torch()
         if torch is not None and self._torch_threads is None:
             self._torch_threads = torch.get_num_threads()
 
@@ -290,7 +300,7 @@ class KernelThreadLimits:
         if self._limiter is not None:
             self._limiter.restore_original_limits()
             self._limiter = None
-        torch = sys.modules.get("torch")
+        torch = loaded_torch()
         if torch is not None and self._torch_threads is not None:
             torch.set_num_threads(self._torch_threads)
         self._torch_threads = None
