@@ -134,6 +134,9 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
     # table and names its knobs.
     board = _dashboard(page, "ordinary")
     board.locator(".hpt-pages .widget-toggle-button:text-is('History')").click()
+    # every point in view: under the robust range, a point outside it is drawn off the plot
+    board.locator(".hpt-page .widget-toggle-button:text-is('all points')").click()
+    time.sleep(1.0)
     dot = board.locator(".hpt-page .bqplot path.dot").nth(5)
     dot.hover(force=True)  # points may overlap: the one on top answers
     tooltip = page.locator(".bqplot_mark_tooltip").filter(visible=True).filter(has_text="trial").first
@@ -150,9 +153,16 @@ def test_every_page_of_every_dashboard_reads_at_a_glance(lab, page):  # noqa: F8
     assert first.locator("td").first.inner_text() == hovered
     board.locator(".hpt-pages .widget-toggle-button:text-is('Slices')").click()
     board.locator(".hpt-page .bqplot path.dot").nth(3).hover(force=True)
-    tooltip = page.locator(".bqplot_mark_tooltip").filter(visible=True).filter(has_text="score").first
-    tooltip.wait_for(timeout=10_000)
-    assert re.search(r"trial\s*\d+", tooltip.inner_text()) and "lr" in tooltip.inner_text(), tooltip.inner_text()
+    # read while it shows: the tooltip fades when the pointer's dot is redrawn
+    said = page.wait_for_function("""() => {
+        for (const tip of document.querySelectorAll('.bqplot_mark_tooltip')) {
+            const style = getComputedStyle(tip);
+            if (style.display !== 'none' && style.visibility !== 'hidden' && style.opacity !== '0'
+                && tip.innerText.includes('score')) return tip.innerText;
+        }
+        return null;
+    }""", timeout=10_000).json_value()
+    assert re.search(r"trial\s*\d+", said) and "lr" in said, said
 
     # The table's header stays in view when its rows scroll (PBT: 40 rows, a member column).
     board = _dashboard(page, "pbt")
