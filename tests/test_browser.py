@@ -160,7 +160,9 @@ def test_quickstart_dashboard_through_tune_and_stop_in_jupyterlab(lab, page):
     page.locator(".jp-OutputArea-output pre", has_text="held-out accuracy:").wait_for(
         timeout=60_000)  # the later cell waited for the study and saw the names
     quickstart = page.locator(".jp-Cell", has=page.locator(".widget-html-content", has_text="svc ·")).first
-    assert "finished" in quickstart.locator(".widget-html-content", has_text="sampler").inner_text()
+    # textContent, not innerText: JupyterLab skips rendering cells scrolled out of view
+    # (content-visibility), and Chromium gives such an element's innerText as "".
+    assert "finished" in quickstart.locator(".widget-html-content", has_text="sampler").text_content()
     assert quickstart.locator(".bqplot path.dot").count() >= 30
     quickstart.locator(".widget-toggle-button:has-text('Trials')").click()
     quickstart.locator("table.hpt-trials tbody tr").nth(29).wait_for(timeout=30_000)
@@ -352,7 +354,9 @@ def test_quickstart_dashboard_stop_and_tuning_sidebar_in_notebook7(notebook7, pa
         timeout=120_000)
     page.locator(".jp-OutputArea-output pre", has_text="held-out accuracy:").wait_for(timeout=60_000)
     quickstart = page.locator(".jp-Cell", has=page.locator(".widget-html-content", has_text="svc ·")).first
-    assert "finished" in quickstart.locator(".widget-html-content", has_text="sampler").inner_text()
+    # textContent, not innerText: JupyterLab skips rendering cells scrolled out of view
+    # (content-visibility), and Chromium gives such an element's innerText as "".
+    assert "finished" in quickstart.locator(".widget-html-content", has_text="sampler").text_content()
     assert quickstart.locator(".bqplot path.dot").count() >= 30
 
     # The Tuning sidebar: hidden at first (Notebook 7 hides its side panels); Alt+Shift+T shows it.
