@@ -505,11 +505,12 @@ def parallel_chart(run: Run, digest: Digest) -> Chart | None:
     feasible = [row.values[0] for row in rows if row.feasible]
     # Colours over the range where most feasible values lie: one outlier must not paint every
     # other line alike, and a score that broke a constraint must not set the "best" end.
-    band = robust_range(feasible) or ((min(feasible), max(feasible)) if feasible else None)
+    band = robust_range(feasible)
     if len(feasible) == len(rows):
         line = {"color": values, "colorscale": "Viridis", "reversescale": not maximize,
-                **({"cmin": band[0], "cmax": band[1]} if robust_range(values) is not None else {})}
+                **({"cmin": band[0], "cmax": band[1]} if band is not None else {})}
     else:
+        band = band or ((min(feasible), max(feasible)) if feasible else None)
         line = _colours_with_broken_grey(rows, band, maximize, colorbar)
     data = [{"type": "parcoords", "dimensions": dimensions,
              "line": {**line, "showscale": True, "colorbar": colorbar},
