@@ -165,7 +165,9 @@ def test_slices_parallel_intermediate_and_importance_receive_the_trials(kernel):
     parallel = next(s for s in lines if s.get("x") == ["lr", "kind", "value"])
     assert parallel["y"]["shape"] == [30, 3]
     # 3 reported steps for each of 30 trials: the complete trials' curves and the best one's
-    curves = _figure_marks(_decoded_widgets(kernel, cell.msg_id, 0), "intermediate values")
+    decoded = _decoded_widgets(kernel, cell.msg_id, 0)
+    curves = _figure_marks(decoded, "intermediate values")
+    assert [s["_model_name"] for s in _page_box(decoded, "intermediate")] == ["HTMLModel", "FigureModel"]
     assert sum(_line_count(m) for m in curves) == 30
     assert all(m["y"].shape[-1] == 3 for m in curves if _line_count(m))
     bars = models["BarsModel"][0]
@@ -282,6 +284,12 @@ def _figure_marks(states: dict[str, dict], title_start: str) -> list[dict]:
     return [states[ref.removeprefix("IPY_MODEL_")] for ref in figure["marks"]]
 
 
+def _page_box(states: dict[str, dict], title: str) -> list[dict]:
+    """What a dashboard page (tagged ``hpt-page-<title>``) holds, as the frontend has it."""
+    box = next(s for s in states.values() if f"hpt-page-{title}" in s.get("_dom_classes", ()))
+    return [states[ref.removeprefix("IPY_MODEL_")] for ref in box["children"]]
+
+
 PRUNED_RUN = (
     "def reporting():\n"
     "    x = tune.float(0, 1, name='x')\n"
@@ -358,6 +366,11 @@ def test_header_says_the_run_ended_for_want_of_improvement(kernel):
     assert kernel.value("(run.state, run.n_finished)") == ("finished", 4)
     header = _header(_widgets_once(kernel, cell.msg_id, _ended, "the header of the ended run"))
     assert "no improvement in 3 complete trials (--patience 3)" in header and "4/50 trials" in header
+    # No trial called tune.report: the Intermediate page says how to, instead of an empty frame.
+    intermediate = _page_box(_widgets_once(kernel, cell.msg_id, _ended, "the ended run's pages"), "intermediate")
+    assert [s["_model_name"] for s in intermediate] == ["HTMLModel"]
+    assert "No trial has reported an intermediate value" in intermediate[0]["value"]
+    assert "tune.report(value, step)" in intermediate[0]["value"]
 
 
 PBT_RUN = """

@@ -66,14 +66,24 @@ def _stop_while_a_later_cell_waits(page, study: str, shot: str) -> None:  # noqa
         " return buttons.length >= 6 && buttons.every(e => e.textContent.trim()); }", arg=study, timeout=30_000)
     for title in [t.strip() for t in buttons.all_text_contents()]:
         board.locator(f".hpt-pages .widget-toggle-button:text-is('{title}')").click()
-        # while the study runs, Importance says when it will be computed (no empty chart)
+        # The page asked for is attached (the kernel handles the click while the cell waits),
+        # then what it shows: while the study runs, Importance says when it will be computed,
+        # and Intermediate, in a study whose cell never calls tune.report, says how to.
+        slug = title.lower().replace(" ", "-")
         expected = {"Trials": "table.hpt-trials", "Importance": ".widget-html-content"}.get(title, ".bqplot.figure")
         try:
-            board.locator(f".hpt-page {expected}").first.wait_for(state="attached", timeout=20_000)
+            shown = board.locator(f".hpt-page .hpt-page-{slug}")
+            shown.wait_for(state="attached", timeout=20_000)
+            if title == "Intermediate":  # curves, or the sentence (drawn just after the page attaches)
+                shown.locator(".bqplot.figure, :text('No trial has reported an intermediate value')").first.wait_for(
+                    state="attached", timeout=20_000)
+                if not shown.locator(".bqplot.figure").count():
+                    expected = ".widget-html-content"
+            shown.locator(expected).first.wait_for(state="attached", timeout=20_000)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / f"{shot}-page-{title.lower()}.png"))
             raise
-        if title in ("Trials", "Importance"):  # importance: computed when the study ends
+        if expected != ".bqplot.figure":  # a table, or a sentence: nothing to measure as a chart
             continue
         time.sleep(1.0)
         measured = board.evaluate(MEASURE)
@@ -81,6 +91,10 @@ def _stop_while_a_later_cell_waits(page, study: str, shot: str) -> None:  # noqa
             problems.append(f"{title}: charts span {measured['span']:.2f} of the page")
         problems += [f"{title}: {o}" for o in measured["overlaps"]]
     assert problems == [], problems
+    first = buttons.first.text_content().strip()  # History (or Pareto front): the live chart, for the picture
+    buttons.first.click()
+    board.locator(f".hpt-page .hpt-page-{first.lower().replace(' ', '-')} .bqplot.figure").wait_for(timeout=20_000)
+    time.sleep(1.0)
     page.screenshot(path=str(ARTIFACTS / f"{shot}-waiting.png"))
     before = int(re.search(r"(\d+)/\d+ trials", header.inner_text()).group(1))
 

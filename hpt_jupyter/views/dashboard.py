@@ -331,6 +331,9 @@ class Dashboard:
             [self.intermediate_x_axis, self.intermediate_y_axis],
             "intermediate values reported with tune.report (the latest 50 trials)")
         self.intermediate_legend = widgets.HTML()
+        # The figure joins the page with the first reported value: a study whose cell never calls
+        # tune.report gets a sentence saying how to, not an empty frame.
+        self.intermediate_page = widgets.VBox([self.intermediate_legend], layout=widgets.Layout(width="100%"))
 
         bar_names, bar_values = bqplot.OrdinalScale(reverse=True), bqplot.LinearScale(min=0)
         self.importance_axis = bqplot.Axis(scale=bar_values, tick_format="~g", label="importance")
@@ -355,13 +358,15 @@ class Dashboard:
                 ("Parallel", widgets.VBox([widgets.HBox([self.brush_mode, self.parallel_axis, self.parallel_legend]),
                                            self.parallel],
                                           layout=full)),
-                ("Intermediate", widgets.VBox([self.intermediate_legend, self.intermediate], layout=full)),
+                ("Intermediate", self.intermediate_page),
                 ("Importance", self.importance_page)]
         if run.scheduler.population_based:  # population-based training: who cloned whom, and the schedule
             tabs[5:5] = self._population_pages(run.scheduler.settings.population)
         # Only the chosen page is attached: a bqplot figure hidden in a Tab has no width and
         # draws negative-size rectangles (console errors in Chromium).
         self.pages = dict(tabs)
+        for title, box in tabs:  # which page is attached, for the frontend's styles and tests
+            box.add_class("hpt-page-" + title.lower().replace(" ", "-"))
         self.page_picker = widgets.ToggleButtons(options=list(self.pages), value=tabs[0][0],
                                                  style={"button_width": "auto"})
         self.page = widgets.VBox([tabs[0][1]], layout=widgets.Layout(width="100%"))
@@ -773,7 +778,13 @@ class Dashboard:
         """Curves of the latest trials that reported: complete ones solid, pruned ones dashed
         grey, the best trial's thick red."""
         if not reported:
+            self.intermediate_legend.value = (
+                "No trial has reported an intermediate value. Call <code>tune.report(value, step)</code> "
+                "in the cell, say once an epoch, to draw learning curves here (and to let a pruner stop "
+                "poor trials early).")
             return
+        if len(self.intermediate_page.children) == 1:
+            self.intermediate_page.children = [self.intermediate_legend, self.intermediate]
         # Each curve its own steps, padded to a common length by repeating its last point: a
         # curve that ends early (pruned, a PBT segment) must not end in NaN, which bqplot turns
         # into a console error.
