@@ -223,6 +223,34 @@ def test_pbt_exploits_better_members_checkpoints_and_explores_inside_the_ranges(
     assert run.best_params == {"h0": schedule[-1]["h0"], "h1": schedule[-1]["h1"]}
 
 
+def ends_after_thirty_steps():
+    lr, alpha = tune.float(1e-4, 1.0, log=True, name="lr"), tune.float(1e-6, 1e-1, log=True, name="alpha")
+    state = tune.restore()
+    step, q = state if state is not None else (0, 0.0)
+    while step < 30:
+        step += 1
+        q += lr * (1 - q) - alpha
+        tune.checkpoint((step, q))
+        tune.report(q, step)
+    return q
+
+
+def test_a_member_whose_training_ends_on_an_interval_keeps_the_values_that_trained_it():
+    # 30 steps, every 5: each member's last segment finds its loop already ended and makes no
+    # step. Such a segment (an exploit's among them, with freshly perturbed values) must not be
+    # the best: the best is the segment whose values trained the best model.
+    run = start(ends_after_thirty_steps, n_trials=40, direction="maximize", seed=0, storage="memory", report=False,
+                name="pbt-ends", scheduler="pbt", population=4, interval=5).wait()
+    assert "every member of the population finished" in run.reason
+    stubs = [s for s in run.lineage() if s.from_trial is not None and s.start == s.end]
+    assert stubs and any(s.exploited for s in stubs)  # the case: exploits that made no step
+    best = run.best_trial
+    assert best.intermediate_values and max(best.intermediate_values) == 30  # it trained, to the end
+    assert best.number not in {s.number for s in stubs}
+    assert run.best_value == max(t.value for t in run.trials())
+    assert run.best_params == best.params and run.best_schedule[-1]["trial"] == best.number
+
+
 def test_pbt_explore_perturbs_by_the_factors_or_resamples():
     from hpt_jupyter.core.pbt import PBTSettings, PopulationScheduler, MemoryCheckpoints
     from hpt_jupyter.core.space import make_choice, make_float, make_int

@@ -427,6 +427,12 @@ class PopulationScheduler(TrialScheduler):
         if trial.state != TrialState.COMPLETE or plan.member >= len(self.members):
             return  # a failed segment: the member tries again from where it was
         member = self.members[plan.member]
+        if not trial.intermediate_values and plan.from_trial is not None:
+            # The member's loop had already ended (its training was a whole number of
+            # intervals): this segment made no step. The member ends as it was; an exploit's
+            # fresh values never trained anything, so they must not become its score's values.
+            member.finished = True
+            return
         if plan.exploited:  # its history is now the donor's, up to where it took over
             donor = plan.curve if plan.curve is not None else self.members[plan.parent].curve
             member.curve = {step: value for step, value in donor.items() if step < plan.start}
